@@ -1,0 +1,376 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The MEEP regularisers as functions of logits: the maths, activation-aware, for any framework.
+
+Definitions follow design section 2 (Larrazabal et al., MICCAI 2023):
+
+* the misclassified set ``W``: softmax: voxels whose ``argmax_k z`` differs from the label; sigmoid: (channel, voxel)
+  pairs whose ``z > 0`` (i.e. ``p > 0.5``) differs from the binary label. Voxels labelled ``ignore_index`` are never
+  in ``W``. ``W`` is pooled over the whole batch and carries no gradient.
+* ``H_W = (1/|W|) sum_{i in W} H(p_i)`` (Shannon entropy in nats; Bernoulli entropy per sigmoid channel);
+* ``KL_W = (1/|W|) sum_{i in W} KL(u || p_i)`` with ``KL(u || p) = -log K - (1/K) sum_k log p_k`` (K = 2 per sigmoid
+  channel);
+* an empty ``W`` gives exactly 0 with a zero gradient.
+
+Everything is computed from ``log_softmax`` / ``logsigmoid`` of the logits in (at least) float32, also when the
+logits come in bf16 / fp16 under AMP. There are no data-dependent Python branches outside the optional value
+checks (``validate=False`` removes them), so the functions trace under ``torch.compile(fullgraph=True)``.
+
+All public functions go through :func:`regulariser_sum_count`, the single place where a fused kernel for CUDA
+tensors can be dispatched to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ACTIVATIONS",
+    "REGULARISERS",
+    "mean_entropy",
+    "meep_entropy",
+    "meep_kl",
+    "regulariser_sum_count",
+]
+
+ACTIVATIONS = ("softmax", "sigmoid")
+#: ``"entropy"`` / ``"kl"``: on the misclassified set; ``"entropy_all"``: over every (valid) element (Pereyra et al.).
+REGULARISERS = ("entropy", "kl", "entropy_all")
+
+# A fused implementation (e.g. monai_meep.kernels.meep_fused.fused_sum_count) may be registered here; called as
+# ``fn(logits, target, activation, ignore_index, kind)`` with the logits in their own dtype and the target with a
+# channel dim, it must return what ``_reference_sum_count`` returns. A plain module attribute, so that the dispatch
+# is one ``if`` on static properties (device), never on tensor values.
+_FUSED_SUM_COUNT: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def _check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+    return activation
+
+
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor | None, activation: str) -> torch.Tensor | None:
+    """Check the static shapes; return the target with a channel dim (``(B, 1, *)`` or ``(B, C, *)``).
+
+    A target without a channel dim (``(B, *spatial)``, the ``torch.nn.CrossEntropyLoss`` convention) gets one.
+    """
+    _check_activation(activation)
+    if not isinstance(logits, torch.Tensor) or logits.ndim < 3:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a tensor of shape (B, C, *spatial) with a spatial dim, got {shape}.")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating point tensor, got dtype {logits.dtype}.")
+    n_ch = logits.shape[1]
+    if activation == "softmax" and n_ch < 2:
+        raise ValueError(
+            f"softmax needs C >= 2 channels, got logits of shape {tuple(logits.shape)}; "
+            "for a one-channel (binary) output use activation='sigmoid'."
+        )
+    if target is None:
+        return None
+    if not isinstance(target, torch.Tensor):
+        raise ValueError(f"target must be a tensor, got {type(target).__name__}.")
+    given = tuple(target.shape)
+    if target.ndim == logits.ndim - 1:
+        target = target.unsqueeze(1)
+    same = target.ndim == logits.ndim and target.shape[0] == logits.shape[0] and target.shape[2:] == logits.shape[2:]
+    if not same or target.shape[1] not in (1, n_ch):
+        raise ValueError(
+            f"target of shape {given} does not match logits of shape {tuple(logits.shape)}: expected an "
+            f"index map (B, 1, *spatial) or (B, *spatial), or a one-hot (B, C, *spatial) with C = {n_ch}."
+        )
+    return target
+
+
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    # float32 at least (float64 stays float64 for gradcheck): never reduced-precision maths under AMP
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _prepare(
+    logits: torch.Tensor, target: torch.Tensor | None, activation: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_check_shapes` and :func:`_upcast`: the reference path's inputs (also used by the kernel tests)."""
+    return _upcast(logits), _check_shapes(logits, target, activation)
+
+
+def _is_index(target: torch.Tensor) -> bool:
+    # One channel is an index map; for a one-channel (sigmoid) output index map and one-hot coincide.
+    return target.shape[1] == 1
+
+
+def _valid_mask(target: torch.Tensor, n_ch: int, ignore_index: int | None) -> torch.Tensor | None:
+    """``(B, 1, *)`` bool, True where the voxel is scored, or None when nothing is ignored.
+
+    MONAI's convention (``monai.metrics.utils.create_ignore_mask``): an index map is compared with ``ignore_index``;
+    a one-hot target ignores voxels of channel ``ignore_index`` when it is a valid channel, and all-zero voxels when
+    it is a sentinel (``< 0`` or ``>= C``).
+    """
+    if ignore_index is None:
+        return None
+    if _is_index(target):
+        return target != ignore_index
+    if 0 <= ignore_index < n_ch:
+        return target[:, ignore_index : ignore_index + 1] == 0
+    return (target != 0).any(dim=1, keepdim=True)
+
+
+def _validate_values(
+    logits: torch.Tensor, target: torch.Tensor | None, activation: str, ignore_index: int | None
+) -> None:
+    """Data-dependent checks (one host sync in the good case): finite logits, labels within range."""
+    checks = [~torch.isfinite(logits).all()]
+    n_ch = logits.shape[1]
+    index = target is not None and _is_index(target)
+    # a one-channel sigmoid target is a (possibly soft) foreground probability in [0, 1]; otherwise class indices.
+    binary = activation == "sigmoid" and n_ch == 1
+    if index:
+        labels = target if ignore_index is None else torch.where(target == ignore_index, 0, target)
+        bad = (labels < 0) | (labels > 1) if binary else (labels < 0) | (labels >= n_ch)
+        if labels.is_floating_point() and not binary:
+            bad = bad | (labels != torch.round(labels))
+        checks.append(bad.any())
+    flags = torch.stack(checks).tolist()
+    if flags[0]:
+        n_bad = int((~torch.isfinite(logits)).sum())
+        raise ValueError(
+            f"logits contain {n_bad} non-finite value(s) (NaN or inf) in a tensor of shape {tuple(logits.shape)}."
+        )
+    if index and flags[1]:
+        values = torch.unique(target).tolist()
+        ignore = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+        expected = "values in [0, 1]" if binary else f"integer labels in [0, {n_ch})"
+        raise ValueError(
+            f"target must hold {expected}{ignore} for {activation} logits of shape {tuple(logits.shape)}, "
+            f"got values {values[:20]}{' ...' if len(values) > 20 else ''}."
+        )
+
+
+def _errors_and_scored(
+    logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Boolean misclassified mask (``(B, 1, *)`` softmax, ``(B, C, *)`` sigmoid) and the valid mask; no gradient."""
+    n_ch = logits.shape[1]
+    with torch.no_grad():
+        valid = _valid_mask(target, n_ch, ignore_index)
+        if activation == "softmax":
+            # max().indices is argmax (first maximal index on ties) but ~15x faster than argmax over dim 1 on CPU
+            # (torch 2.13: 24 ms vs 400 ms for 2 x 2 x 64^3)
+            pred = logits.max(dim=1, keepdim=True).indices
+            # ignored voxels may hold out-of-range labels: they are compared, never used as an index.
+            label = target if _is_index(target) else target.max(dim=1, keepdim=True).indices
+            wrong = pred != label
+        else:
+            if _is_index(target) and n_ch > 1:
+                # index map for a multi-channel sigmoid (MONAI's to_onehot_y=True, sigmoid=True): channel c = "label c"
+                classes = torch.arange(n_ch, device=target.device).view([1, n_ch] + [1] * (target.ndim - 2))
+                positive = target == classes
+            elif target.is_floating_point():
+                positive = target > 0.5
+            else:
+                positive = target != 0
+            # z > 0 is p > 0.5 without the rounding of sigmoid near 0.
+            wrong = (logits > 0) != positive
+        if valid is not None:
+            wrong = wrong & valid
+    return wrong, valid
+
+
+def _elementwise(logits: torch.Tensor, activation: str, kind: str) -> torch.Tensor:
+    """Per-element regulariser: ``(B, 1, *)`` for softmax (per voxel), ``(B, C, *)`` for sigmoid (per channel)."""
+    if activation == "softmax":
+        logp = F.log_softmax(logits, dim=1)
+        if kind == "kl":
+            n_ch = logits.shape[1]
+            return -math.log(n_ch) - logp.mean(dim=1, keepdim=True)
+        return -(logp.exp() * logp).sum(dim=1, keepdim=True)
+    log_pos, log_neg = F.logsigmoid(logits), F.logsigmoid(-logits)
+    if kind == "kl":
+        return -math.log(2.0) - 0.5 * (log_pos + log_neg)
+    return -(log_pos.exp() * log_pos + log_neg.exp() * log_neg)
+
+
+def _reference_sum_count(
+    logits: torch.Tensor, target: torch.Tensor | None, activation: str, ignore_index: int | None, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    values = _elementwise(logits, activation, kind)
+    if kind == "entropy_all":
+        valid = None if target is None else _valid_mask(target, logits.shape[1], ignore_index)
+        if valid is None:
+            # torch.full is a device-side fill: no host-to-device copy, no sync
+            return values.sum(), torch.full((), values.numel(), dtype=torch.int64, device=values.device)
+        selected = valid.expand_as(values)
+    else:
+        selected, _ = _errors_and_scored(logits, target, activation, ignore_index)
+    # where (not a multiply): elements outside the set contribute an exact 0 and an exact 0 gradient.
+    total = torch.where(selected, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
+    return total, selected.sum()
+
+
+def regulariser_sum_count(
+    logits: torch.Tensor,
+    target: torch.Tensor | None,
+    activation: str = "softmax",
+    ignore_index: int | None = None,
+    kind: str = "kl",
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the per-element regulariser over the selected set and the size of that set.
+
+    The one internal entry point every public function (and :class:`~monai_meep.losses.MEEPLoss`) calls; a fused
+    kernel for CUDA tensors is dispatched to from here.
+
+    Args:
+        logits: ``(B, C, *spatial)`` network output before the activation, any float dtype.
+        target: index map ``(B, 1, *spatial)`` / ``(B, *spatial)`` or one-hot ``(B, C, *spatial)``; may be None only
+            for ``kind="entropy_all"``.
+        activation: ``"softmax"`` (C >= 2 exclusive classes) or ``"sigmoid"`` (per channel).
+        ignore_index: label value never counted (MONAI convention for one-hot targets).
+        kind: ``"kl"``, ``"entropy"`` (on the misclassified set) or ``"entropy_all"`` (every valid element).
+        validate: run the data-dependent checks (finite logits, label range). They cost one host sync; turn them
+            off for speed or under ``torch.compile(fullgraph=True)``.
+
+    Returns:
+        ``(total, count)``: ``total`` a float scalar (float32, or float64 for float64 logits) carrying the gradient,
+        ``count`` an int64 scalar without gradient: elements in the set (voxels for softmax, (channel, voxel) pairs
+        for sigmoid).
+
+    Raises:
+        ValueError: on an unknown ``kind`` / ``activation``, mismatched shapes, a one-channel softmax, and (with
+            ``validate``) non-finite logits or labels outside ``[0, C)`` other than ``ignore_index``.
+    """
+    if kind not in REGULARISERS:
+        raise ValueError(f"kind must be one of {REGULARISERS}, got {kind!r}.")
+    if target is None and kind != "entropy_all":
+        raise ValueError(f"kind={kind!r} needs a target to find the misclassified voxels.")
+    target = _check_shapes(logits, target, activation)
+    if validate:
+        _validate_values(logits, target, activation, ignore_index)
+    if _FUSED_SUM_COUNT is not None and logits.is_cuda:
+        # the fused kernel reads the logits in their own dtype (float32 maths inside): no upcast copy
+        return _FUSED_SUM_COUNT(logits, target, activation, ignore_index, kind)
+    return _reference_sum_count(_upcast(logits), target, activation, ignore_index, kind)
+
+
+def _mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    # |W| = 0: total is an exact 0 (empty where-sum), so 0 / 1 = 0 with a zero gradient; no Python branch.
+    return total / count.clamp(min=1).to(total.dtype)
+
+
+def meep_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    activation: str = "softmax",
+    ignore_index: int | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """MEEP Eq. 1: mean entropy (nats) of the predictions on the misclassified set ``W``.
+
+    Maximised during training: :class:`~monai_meep.losses.MEEPLoss` *subtracts* it.
+
+    Args:
+        logits: ``(B, C, *spatial)`` logits (2D or 3D, any float dtype; maths in float32 at least).
+        target: index map ``(B, 1, *spatial)`` or ``(B, *spatial)``, or one-hot ``(B, C, *spatial)``.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        ignore_index: label value excluded from ``W`` (e.g. WMH label 2).
+        validate: check for non-finite logits and out-of-range labels (one host sync).
+
+    Returns:
+        A scalar >= 0, exactly 0 (with a zero gradient) when nothing is misclassified.
+
+    Raises:
+        ValueError: see :func:`regulariser_sum_count`.
+
+    Example:
+        >>> logits = torch.zeros(1, 3, 4, 4)
+        >>> target = torch.ones(1, 1, 4, 4, dtype=torch.long)  # every voxel wrong (argmax of a tie is 0)
+        >>> round(float(meep_entropy(logits, target)), 4)  # log 3
+        1.0986
+    """
+    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "entropy", validate))
+
+
+def meep_kl(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    activation: str = "softmax",
+    ignore_index: int | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """MEEP Eq. 2: mean ``KL(u || p)`` from the uniform distribution on the misclassified set ``W``.
+
+    Minimised during training: :class:`~monai_meep.losses.MEEPLoss` *adds* it. The constant ``-log K`` is kept,
+    so the value is a true KL divergence (>= 0, zero at uniform); it does not change the gradient.
+
+    Args:
+        logits: ``(B, C, *spatial)`` logits (2D or 3D, any float dtype; maths in float32 at least).
+        target: index map ``(B, 1, *spatial)`` or ``(B, *spatial)``, or one-hot ``(B, C, *spatial)``.
+        activation: ``"softmax"`` or ``"sigmoid"`` (K = 2 per channel).
+        ignore_index: label value excluded from ``W``.
+        validate: check for non-finite logits and out-of-range labels (one host sync).
+
+    Returns:
+        A scalar >= 0, exactly 0 (with a zero gradient) when nothing is misclassified.
+
+    Raises:
+        ValueError: see :func:`regulariser_sum_count`.
+
+    Example:
+        >>> logits = torch.tensor([[[2.0]], [[-2.0]]]).unsqueeze(0)  # (1, 2, 1, 1): predicts class 0
+        >>> float(meep_kl(logits, torch.ones(1, 1, 1, 1, dtype=torch.long))) > 0
+        True
+    """
+    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "kl", validate))
+
+
+def mean_entropy(
+    logits: torch.Tensor,
+    activation: str = "softmax",
+    target: torch.Tensor | None = None,
+    ignore_index: int | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Mean entropy over every voxel (softmax) or every (channel, voxel) pair (sigmoid): the confidence penalty.
+
+    Pereyra et al. (2017), the all-voxel baseline of the MEEP paper; maximised during training
+    (:class:`~monai_meep.losses.ConfidencePenaltyLoss` subtracts it).
+
+    Args:
+        logits: ``(B, C, *spatial)`` logits.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        target: optional; only used with ``ignore_index`` to leave ignored voxels out of the mean.
+        ignore_index: label value excluded (needs ``target``).
+        validate: check for non-finite logits (and label range when a target is given).
+
+    Returns:
+        A scalar in ``[0, log K]``.
+
+    Raises:
+        ValueError: see :func:`regulariser_sum_count`.
+
+    Example:
+        >>> round(float(mean_entropy(torch.zeros(2, 1, 3, 3), activation="sigmoid")), 4)  # log 2
+        0.6931
+    """
+    if ignore_index is not None and target is None:
+        raise ValueError("mean_entropy: ignore_index needs a target.")
+    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "entropy_all", validate))
+
+
+def _scored_count(
+    logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None
+) -> torch.Tensor:
+    """Number of scored elements (voxels for softmax, (channel, voxel) pairs for sigmoid), int64, no gradient."""
+    if target.ndim == logits.ndim - 1:
+        target = target.unsqueeze(1)
+    per_voxel = 1 if activation == "softmax" else logits.shape[1]
+    with torch.no_grad():
+        valid = _valid_mask(target, logits.shape[1], ignore_index)
+        if valid is None:
+            return torch.full((), logits[:, :1].numel() * per_voxel, dtype=torch.int64, device=logits.device)
+        return valid.sum() * per_voxel

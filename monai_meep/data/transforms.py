@@ -1,0 +1,146 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The paper's pre-processing pipelines as MONAI ``Compose`` objects over dict keys ``image`` / ``label``.
+
+WMH: two channels ``[FLAIR, T1]``, each z-scored per volume; training draws ``num_samples`` patches whose centre is a
+lesion (label 1) voxel with probability ``pos_prob`` (never centred on label 2, which stays in the label for the
+``ignore_index`` downstream). LA: one z-scored channel; a random crop (training) or centre crop (evaluation) of
+``crop_size`` around the heart (the UA-MT volumes are already cropped around the atrium), flips and 90 degree
+in-plane rotations for training. Geometry stays in the ``MetaTensor`` meta (affine, ``pixdim`` in mm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.transforms import (
+    CenterSpatialCropd,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    RandCropByLabelClassesd,
+    RandFlipd,
+    RandRotate90d,
+    RandSpatialCropd,
+    SpatialPadd,
+)
+
+from .readers import LAH5Reader
+
+__all__ = ["wmh_transforms", "la_transforms", "roi_size_for_scale", "WMH_PATCH_SIZE", "LA_CROP_SIZE"]
+
+WMH_PATCH_SIZE = (64, 64, 64)
+LA_CROP_SIZE = (144, 144, 80)
+_MODES = ("train", "eval", "infer")
+
+
+def roi_size_for_scale(task: str, scale: float = 1.0, divisor: int = 16) -> tuple[int, int, int]:
+    """Patch (WMH) or crop (LA) size matching a phantom ``scale``: the paper's size times ``scale``, rounded to a
+    multiple of ``divisor`` (a UNet with four stride-2 levels needs 16), at least ``divisor``.
+
+    The phantom keeps its field of view and coarsens the voxels by ``1 / scale``, so this ROI covers the same
+    millimetres as the paper's ROI on full-resolution data.
+
+    Example:
+        >>> roi_size_for_scale("la", 0.3)
+        (48, 48, 32)
+    """
+    if task not in ("wmh", "la"):
+        raise ValueError(f"Unknown task {task!r}; expected 'wmh' or 'la'.")
+    if not scale > 0 or divisor < 1:
+        raise ValueError(f"scale must be > 0 and divisor >= 1, got scale={scale}, divisor={divisor}.")
+    base = WMH_PATCH_SIZE if task == "wmh" else LA_CROP_SIZE
+    return tuple(max(divisor, int(round(s * scale / divisor)) * divisor) for s in base)  # type: ignore[return-value]
+
+
+def _check(mode: str, size: Sequence[int], name: str) -> tuple[int, ...]:
+    if mode not in _MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {_MODES}.")
+    size = tuple(int(s) for s in size)
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"{name} must be three positive ints, got {size}.")
+    return size
+
+
+def wmh_transforms(
+    mode: str = "train", patch_size: Sequence[int] = WMH_PATCH_SIZE, num_samples: int = 4, pos_prob: float = 0.9
+) -> Compose:
+    """WMH pipeline: load ``[FLAIR, T1]`` as two channels, z-score each per volume; patches for training.
+
+    Args:
+        mode: ``"train"`` (random patches), ``"eval"`` (whole volumes, with label), ``"infer"`` (image only).
+        patch_size: training patch size (voxels); volumes smaller than it are zero-padded (0 = the mean after z-score).
+        num_samples: patches drawn per volume per epoch.
+        pos_prob: probability that a patch is centred on a lesion (label 1) voxel; otherwise on background.
+
+    Returns:
+        A ``Compose`` producing ``image`` float32 ``(2, *spatial)`` and ``label`` float32 ``(1, *spatial)`` in
+        {0, 1, 2}.
+
+    Example:
+        >>> t = wmh_transforms("eval")
+        >>> # d = t({"image": [flair_path, t1_path], "label": wmh_path})
+    """
+    patch = _check(mode, patch_size, "patch_size")
+    if not 0.0 <= pos_prob <= 1.0 or int(num_samples) < 1:
+        raise ValueError(f"pos_prob must be in [0, 1] and num_samples >= 1, got {pos_prob}, {num_samples}.")
+    keys = ["image"] if mode == "infer" else ["image", "label"]
+    xs = [
+        LoadImaged(keys=keys, image_only=True),
+        EnsureChannelFirstd(keys=keys),
+        NormalizeIntensityd(keys="image", channel_wise=True),
+        EnsureTyped(keys=keys, dtype=torch.float32, track_meta=True),
+    ]
+    if mode == "train":
+        xs += [
+            SpatialPadd(keys=keys, spatial_size=patch),
+            # ratios per class 0 / 1 / 2: never centre a patch on "other pathology".
+            RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=patch, num_classes=3,
+                                    ratios=[1.0 - pos_prob, pos_prob, 0.0], num_samples=int(num_samples), warn=False),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=0),  # left-right
+        ]
+    return Compose(xs)
+
+
+def la_transforms(mode: str = "train", crop_size: Sequence[int] = LA_CROP_SIZE) -> Compose:
+    """LA pipeline for UA-MT h5 (via ``LAH5Reader``) or Decathlon NIfTI files: z-score, crop, augment.
+
+    Args:
+        mode: ``"train"`` (random crop, flips, 90 degree in-plane rotations), ``"eval"`` (centre crop, with label),
+            ``"infer"`` (image only, whole volume for sliding-window inference).
+        crop_size: crop size in voxels (zero-padded first where the volume is smaller).
+
+    Returns:
+        A ``Compose`` producing ``image`` float32 ``(1, *crop_size)`` and ``label`` float32 ``(1, *crop_size)``
+        in {0, 1}.
+
+    Example:
+        >>> t = la_transforms("eval", crop_size=(48, 48, 32))
+    """
+    crop = _check(mode, crop_size, "crop_size")
+    keys = ["image"] if mode == "infer" else ["image", "label"]
+    # h5: image and label are two datasets of the same file, so each key gets its own reader; NIfTI falls through
+    # to MONAI's default readers.
+    xs = [LoadImaged(keys="image", reader=LAH5Reader("image"), image_only=True)]
+    if mode != "infer":
+        xs.append(LoadImaged(keys="label", reader=LAH5Reader("label"), image_only=True))
+    xs += [
+        EnsureChannelFirstd(keys=keys),
+        NormalizeIntensityd(keys="image"),
+        EnsureTyped(keys=keys, dtype=torch.float32, track_meta=True),
+    ]
+    if mode == "train":
+        xs += [
+            SpatialPadd(keys=keys, spatial_size=crop),
+            RandSpatialCropd(keys=keys, roi_size=crop, random_size=False),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+            RandRotate90d(keys=keys, prob=0.5, max_k=3, spatial_axes=(0, 1)),
+        ]
+    elif mode == "eval":
+        xs += [SpatialPadd(keys=keys, spatial_size=crop), CenterSpatialCropd(keys=keys, roi_size=crop)]
+    return Compose(xs)
+

@@ -1,0 +1,40 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Exact, streaming, bounded-memory calibration metrics (and Hausdorff distance) in MONAI's metric style."""
+
+from __future__ import annotations
+
+from .calibration import (
+    ReliabilityCurve,
+    brier_score,
+    brier_score_from_histogram,
+    calibration_error,
+    calibration_error_from_histogram,
+    negative_log_likelihood,
+    negative_log_likelihood_from_histogram,
+    reliability_curve,
+    reliability_curve_from_histogram,
+)
+from .calibration_metric import BrierScoreMetric, ExpectedCalibrationErrorMetric, NegativeLogLikelihoodMetric
+from .distance import HausdorffDistanceMMMetric, hausdorff_distance
+from .histogram import DEFAULT_NUM_SUB_BINS, CalibrationHistogram
+
+__all__ = [
+    "DEFAULT_NUM_SUB_BINS",
+    "BrierScoreMetric",
+    "ExpectedCalibrationErrorMetric",
+    "NegativeLogLikelihoodMetric",
+    "CalibrationHistogram",
+    "ReliabilityCurve",
+    "brier_score",
+    "brier_score_from_histogram",
+    "calibration_error",
+    "calibration_error_from_histogram",
+    "negative_log_likelihood",
+    "negative_log_likelihood_from_histogram",
+    "reliability_curve",
+    "reliability_curve_from_histogram",
+    # Hausdorff distance
+    "HausdorffDistanceMMMetric",
+    "hausdorff_distance",
+]

@@ -1,0 +1,345 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""MONAI ``CumulativeIterationMetric`` classes for ECE / MCE / ACE, Brier (+ strata) and NLL: per-image and pooled.
+
+Each call scores every image on its own (a small ``(B, K)`` table buffered like MONAI's metrics and gathered across
+ranks by ``get_buffer``) and adds the image's :class:`~monai_meep.metrics.histogram.CalibrationHistogram` to a pooled
+one, so ``aggregate()`` can return the per-image reduction (the paper's mean (std) tables) or the dataset-level value
+(``pooled=True``: the histogram all-reduced across ranks). Both use the same code on the same histograms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.metrics import CumulativeIterationMetric
+from monai.utils import MetricReduction, look_up_option
+
+from .calibration import (
+    _NORMS,
+    brier_score_from_histogram,
+    calibration_error_from_histogram,
+    negative_log_likelihood_from_histogram,
+)
+from .histogram import DEFAULT_NUM_SUB_BINS, CalibrationHistogram
+
+__all__ = ["BrierScoreMetric", "ExpectedCalibrationErrorMetric", "NegativeLogLikelihoodMetric"]
+
+_MONAI_REDUCTIONS = {"expected": "l1", "average": "average", "maximum": "max"}
+
+
+def reduce_metric_table(data: torch.Tensor, reduction: MetricReduction | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """NaN-aware reduction of a ``(N, K)`` table with the semantics of ``monai.metrics.utils.do_metric_reduction``
+    (mean over channels first, then over images, for ``"mean"``), but keeping the table's dtype: MONAI casts to
+    float32, which would throw away the float64 accumulation. Returns ``(value, not_nans)``."""
+    reduction = look_up_option(reduction, MetricReduction)
+    nans = torch.isnan(data)
+    not_nans = (~nans).to(data.dtype)
+    if reduction == MetricReduction.NONE:
+        return data, not_nans
+    f = data.masked_fill(nans, 0)
+    zero = torch.zeros((), dtype=data.dtype, device=data.device)
+
+    def mean(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return torch.where(n > 0, x / n.clamp(min=1), zero)
+
+    if reduction == MetricReduction.MEAN:
+        per_image, n_img = mean(f.sum(1), not_nans.sum(1)), not_nans.sum(1)
+        not_nans = (n_img > 0).sum(0).to(data.dtype)
+        return mean(per_image.sum(0, keepdim=True), not_nans), not_nans  # shapes (1,) and () as MONAI
+    if reduction == MetricReduction.SUM:
+        return f.sum(), not_nans.sum()
+    if reduction == MetricReduction.MEAN_BATCH:
+        return mean(f.sum(0), not_nans.sum(0)), not_nans.sum(0)
+    if reduction == MetricReduction.SUM_BATCH:
+        return f.sum(0), not_nans.sum(0)
+    if reduction == MetricReduction.MEAN_CHANNEL:
+        return mean(f.sum(1), not_nans.sum(1)), not_nans.sum(1)
+    return f.sum(1), not_nans.sum(1)  # SUM_CHANNEL
+
+
+class _HistogramMetric(CumulativeIterationMetric):
+    """Shared machinery: per-image histograms -> ``(B, K)`` rows, plus one pooled histogram.
+
+    Subclasses implement :meth:`_score` (histogram -> float64 ``(K,)``).
+    """
+
+    def __init__(
+        self,
+        include_background: bool,
+        reduction: MetricReduction | str,
+        get_not_nans: bool,
+        pooled: bool,
+        num_sub_bins: int,
+        ignore_index: int | None,
+        check_sum: bool,
+        num_classes: int | None,
+        metric_reduction: MetricReduction | str | None,
+    ) -> None:
+        super().__init__()
+        self.include_background = include_background
+        self.reduction = reduction if metric_reduction is None else metric_reduction
+        self.get_not_nans = get_not_nans
+        self.pooled = pooled
+        self.num_sub_bins = int(num_sub_bins)
+        self.ignore_index = ignore_index
+        self.check_sum = check_sum
+        self.num_classes = num_classes
+        self.histogram: CalibrationHistogram | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear the per-image buffers and the pooled histogram."""
+        super().reset()
+        # Cumulative.__init__ calls reset() before our attributes exist
+        if getattr(self, "num_classes", None) is not None:
+            self.histogram = self._new_histogram(self.num_classes)
+        else:
+            self.histogram = None
+
+    def _new_histogram(self, num_classes: int) -> CalibrationHistogram:
+        return CalibrationHistogram(num_classes, num_sub_bins=self.num_sub_bins, check_sum=self.check_sum)
+
+    def _score(self, hist: CalibrationHistogram) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _compute_tensor(  # type: ignore[override]
+        self, y_pred: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Score each image of a batch; returns float64 ``(B, K)``.
+
+        Args:
+            y_pred: ``(B, C, *spatial)`` probabilities, or ``(B, 1, *spatial)`` sigmoid foreground probability.
+            y: ``(B, 1, *spatial)`` class indices or ``(B, C, *spatial)`` one-hot.
+            mask: optional boolean ``(B, 1, *spatial)``.
+        """
+        if y is None:
+            raise ValueError(f"{type(self).__name__} needs a ground truth `y`.")
+        if not isinstance(y_pred, torch.Tensor) or y_pred.ndim < 2:
+            raise ValueError(f"y_pred must be a tensor (B, C, *spatial), got {getattr(y_pred, 'shape', y_pred)}.")
+        num_classes = max(2, int(y_pred.shape[1]))
+        if self.num_classes is not None and num_classes != self.num_classes:
+            raise ValueError(f"y_pred has {y_pred.shape[1]} channels, this metric was built for {self.num_classes}.")
+        if self.histogram is not None and self.histogram.num_classes != num_classes:
+            raise ValueError(
+                f"y_pred has {y_pred.shape[1]} channels but earlier batches had {self.histogram.num_classes} classes."
+            )
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape[0] != y_pred.shape[0]):
+            raise ValueError(f"mask must be a (B, 1, *spatial) tensor, got {getattr(mask, 'shape', type(mask))}.")
+        # every image is validated and scored before anything is merged, so a bad batch leaves no partial state
+        hists = []
+        for b in range(y_pred.shape[0]):
+            h = self._new_histogram(num_classes)
+            m = None if mask is None else mask[b : b + 1]
+            hists.append(h.update(y_pred[b : b + 1], y[b : b + 1], mask=m, ignore_index=self.ignore_index))
+        rows = torch.stack([self._score(h).reshape(-1) for h in hists])
+        if self.histogram is None:
+            self.histogram = self._new_histogram(num_classes)
+        for h in hists:
+            self.histogram.merge(h)
+        return rows
+
+    def _compute_list(  # type: ignore[override]
+        self, y_pred: Sequence[torch.Tensor], y: Sequence[torch.Tensor] | None = None, mask: Any = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Decollated (channel-first) lists; ``mask`` may be a list of ``(1, *spatial)`` tensors or a batch tensor."""
+        if y is None or len(y) != len(y_pred):
+            raise ValueError(f"y_pred and y must be lists of the same length, got {len(y_pred)} and {len(y or [])}.")
+        if mask is not None and len(mask) != len(y_pred):
+            raise ValueError(f"mask must have one entry per image ({len(y_pred)}), got {len(mask)}.")
+        out = []
+        for i, (p, t) in enumerate(zip(y_pred, y, strict=True)):
+            m = None if mask is None else torch.as_tensor(mask[i]).unsqueeze(0)
+            out.append(self._compute_tensor(torch.as_tensor(p).unsqueeze(0), torch.as_tensor(t).unsqueeze(0), mask=m))
+        return torch.cat(out, 0)
+
+    def pooled_histogram(self) -> CalibrationHistogram:
+        """A copy of the pooled histogram summed over all ranks (every rank must call this under DDP)."""
+        if self.histogram is None:
+            raise ValueError(f"{type(self).__name__}: no data accumulated yet (call the metric before aggregate()).")
+        return self.histogram.clone().all_reduce()
+
+    def aggregate(  # type: ignore[override]
+        self, reduction: MetricReduction | str | None = None, pooled: bool | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Reduce the per-image table, or the pooled value.
+
+        Args:
+            reduction: MONAI reduction (``"none"``, ``"mean"``, ``"sum"``, ``"mean_batch"``, ...), NaN-aware as
+                MONAI's ``do_metric_reduction`` but in float64; defaults to ``self.reduction``. For pooled values it
+                applies to a ``(1, K)`` table, so ``"mean"`` averages the classes and ``"mean_batch"`` / ``"none"``
+                keep them.
+            pooled: override ``self.pooled``.
+
+        Returns:
+            the reduced float64 value, or ``(value, not_nans)`` when ``get_not_nans``.
+        """
+        if self.pooled if pooled is None else pooled:
+            data = self._score(self.pooled_histogram()).reshape(1, -1)
+        else:
+            data = self.get_buffer()
+            if not isinstance(data, torch.Tensor):
+                raise ValueError(
+                    f"{type(self).__name__}: no data accumulated yet (call the metric before aggregate())."
+                )
+        f, not_nans = reduce_metric_table(data, reduction or self.reduction)
+        return (f, not_nans) if self.get_not_nans else f
+
+
+class ExpectedCalibrationErrorMetric(_HistogramMetric):
+    """Binned calibration error (ECE, MCE, RMSCE, ACE; marginal or top-label), per image and pooled.
+
+    Definitions: :func:`monai_meep.metrics.calibration_error` and ``docs/metrics.md``. Arguments shared with MONAI 1.6's
+    ``CalibrationErrorMetric`` (``num_bins``, ``include_background``, ``calibration_reduction``, ``metric_reduction``)
+    mean the same and agree with it to float32 rounding away from bin edges; the defaults follow the paper
+    (15 bins, foreground only) instead of MONAI's (20 bins, background included).
+
+    Args:
+        num_bins: number of bins (paper: 15).
+        include_background: report class 0 (marginal mode).
+        calibration_reduction: MONAI's names: ``"expected"`` (ECE), ``"average"`` (ACE), ``"maximum"`` (MCE).
+        norm: our names, override ``calibration_reduction`` when given: ``"l1"``, ``"l2"``, ``"max"``, ``"average"``.
+        mode: ``"marginal"`` (one column per reported class) or ``"top_label"`` (one column).
+        binning: ``"uniform"`` or ``"adaptive"`` (equal mass).
+        reduction: MONAI reduction of the ``(N, K)`` table (``metric_reduction`` is an alias, MONAI's name).
+        get_not_nans: ``aggregate()`` also returns the number of non-NaN values.
+        pooled: ``aggregate()`` returns the dataset-level value instead of reducing per-image values.
+        num_sub_bins: histogram resolution; default 6000 (or a multiple of ``num_bins`` if 6000 is not).
+        ignore_index: label whose voxels are not scored (index targets), e.g. 2 for WMH.
+        check_sum: check that multi-channel probabilities sum to 1.
+        num_classes: optional; otherwise read from the first input (1 channel = 2 classes).
+        metric_reduction: alias of ``reduction``.
+
+    Example:
+        >>> metric = ExpectedCalibrationErrorMetric(num_bins=15)
+        >>> probs = torch.softmax(torch.randn(2, 2, 16, 16), 1)
+        >>> per_image = metric(probs, torch.randint(0, 2, (2, 1, 16, 16)))  # (2, 1): foreground ECE per image
+        >>> mean_ece, pooled_ece = metric.aggregate(), metric.aggregate(pooled=True)
+    """
+
+    def __init__(
+        self,
+        num_bins: int = 15,
+        include_background: bool = False,
+        calibration_reduction: str = "expected",
+        norm: str | None = None,
+        mode: str = "marginal",
+        binning: str = "uniform",
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+        pooled: bool = False,
+        num_sub_bins: int | None = None,
+        ignore_index: int | None = None,
+        check_sum: bool = True,
+        num_classes: int | None = None,
+        metric_reduction: MetricReduction | str | None = None,
+    ) -> None:
+        if int(num_bins) < 1:
+            raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+        cal_red = str(calibration_reduction).lower()
+        if cal_red not in _MONAI_REDUCTIONS:
+            raise ValueError(f"calibration_reduction must be one of {sorted(_MONAI_REDUCTIONS)}, got {cal_red!r}.")
+        if norm is not None and str(norm).lower() not in _NORMS:
+            raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}.")
+        if mode not in ("marginal", "top_label"):
+            raise ValueError(f"mode must be 'marginal' or 'top_label', got {mode!r}.")
+        if binning not in ("uniform", "adaptive"):
+            raise ValueError(f"binning must be 'uniform' or 'adaptive', got {binning!r}.")
+        self.num_bins = int(num_bins)
+        self.norm = _MONAI_REDUCTIONS[cal_red] if norm is None else _NORMS[str(norm).lower()]
+        self.calibration_reduction = cal_red
+        self.mode = mode
+        self.binning = binning
+        if num_sub_bins is None:
+            num_sub_bins = DEFAULT_NUM_SUB_BINS
+            if binning == "uniform" and num_sub_bins % self.num_bins:
+                num_sub_bins = self.num_bins * max(1, DEFAULT_NUM_SUB_BINS // self.num_bins)
+        elif binning == "uniform" and int(num_sub_bins) % self.num_bins:
+            raise ValueError(f"num_sub_bins={num_sub_bins} must be a multiple of num_bins={num_bins}.")
+        super().__init__(
+            include_background, reduction, get_not_nans, pooled, num_sub_bins, ignore_index, check_sum, num_classes,
+            metric_reduction,
+        )  # fmt: skip
+
+    def _score(self, hist: CalibrationHistogram) -> torch.Tensor:
+        return calibration_error_from_histogram(
+            hist, self.num_bins, self.norm, self.mode, self.binning, self.include_background
+        ).reshape(-1)
+
+
+class BrierScoreMetric(_HistogramMetric):
+    """Brier score per class (``stratum=None``), Brier+ (``"positive"``) or Brier- (``"negative"``); per image and
+    pooled. Definitions: :func:`monai_meep.metrics.brier_score`. The paper's Brier / Brier+ are the per-image
+    foreground values (the defaults, ``include_background=False``).
+
+    Args:
+        include_background: report class 0.
+        stratum: ``None``, ``"positive"`` or ``"negative"``. An image without voxels of a class has a NaN Brier+
+            for it (with a warning); ``reduction`` skips NaNs and ``get_not_nans`` counts them.
+        reduction, get_not_nans, pooled, ignore_index, check_sum, num_classes, metric_reduction: see
+            :class:`ExpectedCalibrationErrorMetric`.
+
+    Example:
+        >>> metric = BrierScoreMetric(stratum="positive")
+        >>> _ = metric(torch.softmax(torch.randn(2, 2, 16, 16), 1), torch.randint(0, 2, (2, 1, 16, 16)))
+        >>> brier_plus = metric.aggregate()
+    """
+
+    def __init__(
+        self,
+        include_background: bool = False,
+        stratum: str | None = None,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+        pooled: bool = False,
+        ignore_index: int | None = None,
+        check_sum: bool = True,
+        num_classes: int | None = None,
+        metric_reduction: MetricReduction | str | None = None,
+    ) -> None:
+        if stratum not in (None, "positive", "negative"):
+            raise ValueError(f"stratum must be None, 'positive' or 'negative', got {stratum!r}.")
+        self.stratum = stratum
+        # Brier needs no probability bins: a 1-sub-bin histogram keeps the state tiny
+        super().__init__(
+            include_background, reduction, get_not_nans, pooled, 1, ignore_index, check_sum, num_classes,
+            metric_reduction,
+        )  # fmt: skip
+
+    def _score(self, hist: CalibrationHistogram) -> torch.Tensor:
+        return brier_score_from_histogram(hist, self.include_background, self.stratum)
+
+
+class NegativeLogLikelihoodMetric(_HistogramMetric):
+    """Mean negative log-likelihood (nats) of the true class, per image (an ``(N, 1)`` table) and pooled.
+
+    Definition: :func:`monai_meep.metrics.negative_log_likelihood`.
+
+    Args:
+        reduction, get_not_nans, pooled, ignore_index, check_sum, num_classes, metric_reduction: see
+            :class:`ExpectedCalibrationErrorMetric`.
+
+    Example:
+        >>> metric = NegativeLogLikelihoodMetric(pooled=True)
+        >>> _ = metric(torch.softmax(torch.randn(2, 3, 16, 16), 1), torch.randint(0, 3, (2, 1, 16, 16)))
+        >>> nll = metric.aggregate()
+    """
+
+    def __init__(
+        self,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+        pooled: bool = False,
+        ignore_index: int | None = None,
+        check_sum: bool = True,
+        num_classes: int | None = None,
+        metric_reduction: MetricReduction | str | None = None,
+    ) -> None:
+        super().__init__(
+            True, reduction, get_not_nans, pooled, 1, ignore_index, check_sum, num_classes, metric_reduction
+        )
+
+    def _score(self, hist: CalibrationHistogram) -> torch.Tensor:
+        return negative_log_likelihood_from_histogram(hist).reshape(1)

@@ -1,0 +1,442 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Streaming, exact, bounded-memory accumulator behind every calibration metric of :mod:`monai_meep.metrics`.
+
+:class:`CalibrationHistogram` keeps, per class, how many voxels fall in each of ``S`` uniform sub-bins of [0, 1], how
+many of them carry that class's label, and the float64 sum of their probabilities; plus float64 sums for the Brier
+score (all voxels and the positive stratum), the negative log-likelihood and a top-label (arg-max confidence)
+histogram. Counts are int64 and sums float64, so results stay exact far past the 2**24 additions where float32
+accumulators (MONAI 1.6's ``calibration_binning``, torchmetrics) stop counting. Memory is ``O(C * S)``, independent
+of the number of voxels; inputs are processed in chunks so float64 temporaries stay bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["CalibrationHistogram", "DEFAULT_NUM_SUB_BINS"]
+
+# 6000 = 2^4 * 3 * 5^3: divisible by 10, 15, 20, 25, 30, 40, 50, 60, 75, 100, ... so the usual uniform bin counts
+# (paper: 15 for ECE, 10 for reliability diagrams; MONAI's default 20) are exact unions of sub-bins; 1/6000 is also
+# the resolution of adaptive bin edges and of the isotonic fit built on this histogram.
+DEFAULT_NUM_SUB_BINS = 6000
+# Voxels per chunk: float64 temporaries are ~ (C + 4) * 8 bytes per voxel of a chunk (~12 MB for 2 classes);
+# 2^18 was the fastest of 2^14..2^20 on CPU (temporaries stay in cache and are reused by the allocator).
+DEFAULT_CHUNK_SIZE = 1 << 18
+
+_INT_FIELDS = ("counts", "positives", "top_counts", "top_correct")
+_FLOAT_FIELDS = ("prob_sums", "brier_sums", "brier_pos_sums", "nll_sum", "top_conf_sums")
+
+
+def _flat(x: torch.Tensor, i: int, j: int, sl: slice) -> torch.Tensor:
+    """``x[i:j, :, sl]`` of a ``(B, C, N)`` tensor as ``(C, (j - i) * len(sl))`` (a view when ``j - i == 1``)."""
+    return x[i:j, :, sl].transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """Drop MONAI ``MetaTensor`` metadata (its operator overhead is large and useless here)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}.")
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+class CalibrationHistogram:
+    """Per-class sub-bin histogram of probabilities, labels and scores, accumulated exactly over any number of voxels.
+
+    Classes are mutually exclusive (softmax outputs, or a 1-channel sigmoid foreground probability when
+    ``num_classes == 2``, which is expanded to ``[1 - p, p]``). For each class ``c`` and uniform sub-bin ``s`` of
+    ``[0, 1]`` (``[s/S, (s+1)/S)``, the last bin closed) it holds:
+
+    - ``counts[c, s]`` (int64): voxels whose ``p_c`` lies in sub-bin ``s``;
+    - ``positives[c, s]`` (int64): of those, voxels labelled ``c``;
+    - ``prob_sums[c, s]`` (float64): the sum of ``p_c`` over those voxels;
+    - ``brier_sums[c]`` (float64): ``sum_i (p_ic - y_ic)^2`` over all voxels;
+    - ``brier_pos_sums[c]`` (float64): the same over voxels labelled ``c`` only (Brier+);
+    - ``nll_sum`` (float64, 0-dim): ``sum_i -log(max(p_{i,y_i}, eps))``, ``eps`` the machine epsilon of the input
+      dtype (as scikit-learn's ``log_loss``) so a saturated softmax gives a large finite value, not ``inf``;
+    - ``top_counts[s]`` / ``top_correct[s]`` (int64), ``top_conf_sums[s]`` (float64): the same histogram for the
+      top-label confidence ``max_c p_c`` and whether the arg-max class (first one on ties) equals the label.
+
+    Derived: ``num_voxels`` (``counts[0].sum()``) and ``class_counts`` (``positives.sum(1)``).
+
+    Args:
+        num_classes: number of mutually exclusive classes ``C`` (>= 2).
+        num_sub_bins: ``S``, uniform sub-bins of [0, 1]; uniform ``num_bins`` reductions need ``S % num_bins == 0``.
+        device: where the state lives. ``None``: follows the device of the first update (CPU until then).
+        check_sum: check that multi-channel probabilities sum to 1 (within ``sum_tol``) at every voxel. Disable for
+            per-class calibrated outputs that were not renormalised.
+        sum_tol: absolute tolerance of that check.
+        chunk_size: voxels processed at once; bounds the float64 temporaries.
+
+    Example:
+        >>> h = CalibrationHistogram(num_classes=2)
+        >>> probs = torch.softmax(torch.randn(2, 2, 8, 8, 8), dim=1)
+        >>> h = h.update(probs, torch.randint(0, 2, (2, 1, 8, 8, 8)))
+        >>> int(h.num_voxels)
+        1024
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_sub_bins: int = DEFAULT_NUM_SUB_BINS,
+        device: torch.device | str | None = None,
+        check_sum: bool = True,
+        sum_tol: float = 1e-3,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2 (a sigmoid output is 2 classes), got {num_classes}.")
+        if int(num_sub_bins) < 1:
+            raise ValueError(f"num_sub_bins must be >= 1, got {num_sub_bins}.")
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+        self.num_classes = int(num_classes)
+        self.num_sub_bins = int(num_sub_bins)
+        self.check_sum = bool(check_sum)
+        self.sum_tol = float(sum_tol)
+        self.chunk_size = int(chunk_size)
+        self._follow_input = device is None
+        self.device = torch.device("cpu" if device is None else device)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def _zeros(self, device: torch.device) -> dict[str, torch.Tensor]:
+        c, s = self.num_classes, self.num_sub_bins
+        i64, f64 = dict(dtype=torch.int64, device=device), dict(dtype=torch.float64, device=device)
+        return {
+            "counts": torch.zeros(c, s, **i64),
+            "positives": torch.zeros(c, s, **i64),
+            "prob_sums": torch.zeros(c, s, **f64),
+            "brier_sums": torch.zeros(c, **f64),
+            "brier_pos_sums": torch.zeros(c, **f64),
+            "nll_sum": torch.zeros((), **f64),
+            "top_counts": torch.zeros(s, **i64),
+            "top_correct": torch.zeros(s, **i64),
+            "top_conf_sums": torch.zeros(s, **f64),
+        }
+
+    def reset(self) -> None:
+        """Zero every count and sum (shapes and device unchanged)."""
+        for k, v in self._zeros(self.device).items():
+            setattr(self, k, v)
+
+    @property
+    def num_voxels(self) -> torch.Tensor:
+        """int64 0-dim tensor: voxels accumulated so far (after masking)."""
+        return self.counts[0].sum()
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """int64 ``(C,)``: accumulated voxels labelled with each class."""
+        return self.positives.sum(1)
+
+    def to(self, device: torch.device | str) -> CalibrationHistogram:
+        """Move the state to ``device`` (in place) and return ``self``."""
+        self.device = torch.device(device)
+        for k in _INT_FIELDS + _FLOAT_FIELDS:
+            setattr(self, k, getattr(self, k).to(self.device))
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """A dict of cloned state tensors plus ``num_classes`` / ``num_sub_bins`` (checkpointable)."""
+        out: dict[str, Any] = {k: getattr(self, k).clone() for k in _INT_FIELDS + _FLOAT_FIELDS}
+        out.update(num_classes=self.num_classes, num_sub_bins=self.num_sub_bins)
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> CalibrationHistogram:
+        """Restore a :meth:`state_dict`; raises ``ValueError`` if its class / sub-bin counts differ."""
+        if int(state["num_classes"]) != self.num_classes or int(state["num_sub_bins"]) != self.num_sub_bins:
+            raise ValueError(
+                f"state has num_classes={state['num_classes']}, num_sub_bins={state['num_sub_bins']}; this histogram "
+                f"has num_classes={self.num_classes}, num_sub_bins={self.num_sub_bins}."
+            )
+        ref = self._zeros(self.device)
+        for k, z in ref.items():
+            v = torch.as_tensor(state[k])
+            if v.shape != z.shape:
+                raise ValueError(f"state[{k!r}] has shape {tuple(v.shape)}, expected {tuple(z.shape)}.")
+            setattr(self, k, v.to(device=self.device, dtype=z.dtype).clone())
+        return self
+
+    def clone(self) -> CalibrationHistogram:
+        """A deep copy with the same configuration."""
+        h = CalibrationHistogram(
+            self.num_classes, self.num_sub_bins, self.device, self.check_sum, self.sum_tol, self.chunk_size
+        )
+        h._follow_input = self._follow_input
+        return h.load_state_dict(self.state_dict())
+
+    def merge(self, other: CalibrationHistogram) -> CalibrationHistogram:
+        """Add ``other``'s counts and sums into this histogram (in place); returns ``self``."""
+        if not isinstance(other, CalibrationHistogram):
+            raise ValueError(f"can only merge a CalibrationHistogram, got {type(other).__name__}.")
+        if (other.num_classes, other.num_sub_bins) != (self.num_classes, self.num_sub_bins):
+            raise ValueError(
+                f"cannot merge a histogram with num_classes={other.num_classes}, num_sub_bins={other.num_sub_bins} "
+                f"into one with num_classes={self.num_classes}, num_sub_bins={self.num_sub_bins}."
+            )
+        for k in _INT_FIELDS + _FLOAT_FIELDS:
+            getattr(self, k).add_(getattr(other, k).to(self.device))
+        return self
+
+    def all_reduce(self, group: Any = None) -> CalibrationHistogram:
+        """Sum the state over all ranks of ``torch.distributed`` (in place; no-op when not initialised).
+
+        Counts are int64, so the reduced counts equal a single-process run bit for bit; float64 sums agree to
+        rounding (~1e-16 relative). Every rank must call it. With the NCCL backend, CPU state travels through the
+        current CUDA device.
+        """
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) <= 1:
+            return self
+        comm = self.device
+        if dist.get_backend(group) == "nccl" and comm.type != "cuda":
+            comm = torch.device("cuda", torch.cuda.current_device())
+        # two flat buffers (one per dtype) = two collective calls instead of nine
+        for fields in (_INT_FIELDS, _FLOAT_FIELDS):
+            flat = torch.cat([getattr(self, k).reshape(-1) for k in fields]).to(comm)
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+            flat = flat.to(self.device)
+            offset = 0
+            for k in fields:
+                t = getattr(self, k)
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+        return self
+
+    # ----------------------------------------------------------------- update
+    def update(
+        self,
+        probs: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        ignore_index: int | None = None,
+    ) -> CalibrationHistogram:
+        """Accumulate a batch.
+
+        Args:
+            probs: ``(B, C, *spatial)`` probabilities in [0, 1] (``C == num_classes``), or ``(B, 1, *spatial)`` sigmoid
+                foreground probabilities when ``num_classes == 2``.
+            target: ``(B, 1, *spatial)`` integer-valued class indices or ``(B, num_classes, *spatial)`` one-hot.
+            mask: optional boolean ``(B, 1, *spatial)``; only ``True`` voxels are accumulated.
+            ignore_index: optional label (index targets only) whose voxels are skipped, like a mask. Labels are
+                range-checked only where they are accumulated, so e.g. WMH label 2 may remain under the mask.
+
+        Returns:
+            ``self``. The state is only modified if the whole batch is valid.
+
+        Raises:
+            ValueError: shape mismatch; probabilities outside [0, 1], NaN / inf, or not summing to 1; labels that are
+                not integers in ``[0, num_classes)``; a one-hot target that is not one-hot; a non-binary mask.
+        """
+        probs, target = _plain(probs), _plain(target)
+        c = self.num_classes
+        if probs.ndim < 2 or not torch.is_floating_point(probs):
+            raise ValueError(
+                f"probs must be a floating tensor (B, C, *spatial), got {probs.dtype} {tuple(probs.shape)}."
+            )
+        if probs.shape[1] not in ((1, c) if c == 2 else (c,)):
+            expected = "2 (or 1 sigmoid foreground channel)" if c == 2 else str(c)
+            raise ValueError(f"probs has {probs.shape[1]} channels (shape {tuple(probs.shape)}), expected {expected}.")
+        b, spatial = probs.shape[0], probs.shape[2:]
+        same_grid = target.ndim == probs.ndim and target.shape[0] == b and target.shape[2:] == spatial
+        if not same_grid or target.shape[1] not in (1, c):
+            raise ValueError(
+                f"target shape {tuple(target.shape)} does not match probs shape {tuple(probs.shape)}: expected "
+                f"({b}, 1, {', '.join(map(str, spatial))}) class indices or ({b}, {c}, ...) one-hot."
+            )
+        onehot = target.shape[1] == c and c > 1
+        if onehot and ignore_index is not None:
+            raise ValueError("ignore_index applies to index-map targets (B, 1, *spatial); use a mask with one-hot.")
+        if mask is not None:
+            mask = _plain(mask)
+            if mask.shape != (b, 1, *spatial):
+                raise ValueError(
+                    f"mask shape {tuple(mask.shape)} must be ({b}, 1, *spatial) for probs {tuple(probs.shape)}."
+                )
+            if mask.dtype != torch.bool:
+                if ((mask != 0) & (mask != 1)).any():
+                    raise ValueError("mask must be boolean (or contain only 0 / 1).")
+                mask = mask != 0
+        n = math.prod(spatial)
+        p3 = probs.reshape(b, probs.shape[1], n)
+        t3 = target.reshape(b, target.shape[1], n)
+        m3 = None if mask is None else mask.reshape(b, 1, n)
+
+        dev = probs.device
+        if self._follow_input and self.device != dev and int(self.num_voxels) == 0:
+            self.to(dev)
+        delta = self._zeros(dev)
+        # chunks over voxels of one image, or over whole images when several fit in one chunk
+        for i, j, sl in self._chunks(b, n):
+            p, t = _flat(p3, i, j, sl), _flat(t3, i, j, sl)
+            m = None if m3 is None else _flat(m3, i, j, sl)[0]
+            self._accumulate(delta, p, t, m, onehot, ignore_index)
+        for key, v in delta.items():
+            getattr(self, key).add_(v.to(self.device))
+        return self
+
+    def _chunks(self, b: int, n: int):
+        """Yield ``(first image, last image + 1, voxel slice)``: voxel ranges of one image, or whole images when
+        several fit in one chunk (so many small images do not mean many tiny chunks)."""
+        per = max(1, self.chunk_size // max(n, 1))
+        if per > 1:
+            for i in range(0, b, per):
+                yield i, min(b, i + per), slice(0, n)
+            return
+        for i in range(b):
+            for k in range(0, n, self.chunk_size):
+                yield i, i + 1, slice(k, min(n, k + self.chunk_size))
+
+    def _accumulate(
+        self,
+        acc: dict[str, torch.Tensor],
+        p: torch.Tensor,
+        t: torch.Tensor,
+        m: torch.Tensor | None,
+        onehot: bool,
+        ignore_index: int | None,
+    ) -> None:
+        """Validate one chunk ``p (C', n)``, ``t (1 or C, n)``, ``m (n,)`` and add its statistics to ``acc``.
+
+        Written for few passes over memory: each statistic pair shares one ``bincount`` through a code
+        ``2 * bin + flag`` (counts and positives, top-label counts and correct).
+        """
+        c, s_bins = self.num_classes, self.num_sub_bins
+        if p.numel() == 0:
+            return
+        lo, hi = torch.aminmax(p)  # NaN propagates through min / max, so this also catches NaN and inf
+        if not (bool(lo >= 0) and bool(hi <= 1)):
+            if not bool(torch.isfinite(p).all()):
+                raise ValueError("probs contain NaN or inf.")
+            raise ValueError(f"probs must lie in [0, 1], got values in [{float(lo):.6g}, {float(hi):.6g}].")
+        eps = torch.finfo(p.dtype).eps
+        if onehot:
+            if m is not None:
+                p, t = p[:, m], t[:, m]
+            if bool(((t != 0) & (t != 1)).any()) or bool((t.sum(0) != 1).any()):
+                raise ValueError("one-hot target must hold 0 / 1 with exactly one 1 per voxel (where accumulated).")
+            y = t.argmax(0)
+        else:
+            keep = m
+            if ignore_index is not None:
+                keep = (t[0] != ignore_index) if keep is None else keep & (t[0] != ignore_index)
+            if keep is not None:
+                p, t = p[:, keep], t[:, keep]
+            tf = t[0]
+            if torch.is_floating_point(tf) and not bool((tf == torch.round(tf)).all()):
+                raise ValueError("index target must hold integer class labels, got non-integer values.")
+            y = tf.long()
+            if y.numel():
+                lo_y, hi_y = (int(v) for v in torch.aminmax(y))
+                if lo_y < 0 or hi_y >= c:
+                    raise ValueError(
+                        f"labels must lie in [0, {c - 1}] (num_classes={c}), got values in [{lo_y}, {hi_y}]."
+                    )
+        n = y.numel()
+        if n == 0:
+            return
+        p64 = p.to(torch.float64).contiguous()  # a no-op for float64 input, which may be a strided chunk view
+        if p64.shape[0] == 1:  # sigmoid foreground probability -> [1 - p, p]
+            p64 = torch.cat([1.0 - p64, p64], 0)
+        elif self.check_sum:
+            lo_s, hi_s = torch.aminmax(p64.sum(0))
+            err = max(1.0 - float(lo_s), float(hi_s) - 1.0)
+            if err > self.sum_tol:
+                raise ValueError(
+                    f"probs do not sum to 1 over channels (max deviation {err:.3g} > sum_tol={self.sum_tol}); pass "
+                    "probabilities (softmax), not logits, or set check_sum=False for per-class calibrated outputs."
+                )
+        y1 = y.unsqueeze(0)
+        ones = torch.ones(1, dtype=torch.int64, device=y.device).expand(c * n)  # stride-0 source, no allocation
+        # sub-bin index floor(p * S), exact for float32/16 inputs (p * S is exact in float64); p == 1 -> last bin.
+        # Clamp before the truncating cast: values in [S - 1, S] all belong to the last bin.
+        idx = (p64 * s_bins).clamp_(max=s_bins - 1).long()
+        idx += torch.arange(0, c * s_bins, s_bins, device=y.device).unsqueeze(1)
+        # index_add_ (serial and deterministic on CPU) rather than bincount: no min/max pass, no temporary result
+        acc["counts"].view(-1).index_add_(0, idx.view(-1), ones)
+        acc["prob_sums"].view(-1).index_add_(0, idx.view(-1), p64.view(-1))
+        acc["positives"].view(-1).index_add_(0, idx.gather(0, y1)[0], ones[:n])
+        del idx
+        p_y = p64.gather(0, y1)[0]
+        # Brier: sum_i (p_ic - [y_i = c])^2 as one product per class (einsum: no (C, n) square temporary)
+        d = p64.scatter(0, y1, (p_y - 1.0).unsqueeze(0))
+        acc["brier_sums"] += torch.einsum("cn,cn->c", d, d)
+        del d
+        d_y = p_y - 1.0
+        acc["brier_pos_sums"].index_add_(0, y, d_y * d_y)
+        acc["nll_sum"] -= torch.log(p_y.clamp_(min=eps)).sum()
+        conf, pred = p64.max(0)
+        tsub = (conf * s_bins).clamp_(max=s_bins - 1).long()
+        acc["top_counts"].index_add_(0, tsub, ones[:n])
+        acc["top_correct"].index_add_(0, tsub, (pred == y).long())
+        acc["top_conf_sums"].index_add_(0, tsub, conf)
+
+    # --------------------------------------------------------------- reductions
+    def bin_statistics(
+        self, num_bins: int, mode: str = "marginal", binning: str = "uniform"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Collapse the sub-bins into ``num_bins`` bins.
+
+        Args:
+            num_bins: number of bins.
+            mode: ``"marginal"`` (one row per class, on ``p_c`` vs ``y == c``) or ``"top_label"`` (one row, on the
+                arg-max confidence vs correctness).
+            binning: ``"uniform"`` (equal width; needs ``num_sub_bins % num_bins == 0``) or ``"adaptive"``
+                (equal mass per row, bin edges snapped to sub-bin edges: sub-bin ``s`` goes to bin
+                ``floor(num_bins * voxels_below_s / N)``).
+
+        Returns:
+            ``(counts, hits, prob_sums, lower, upper)``, each ``(K, num_bins)`` with ``K = C`` (marginal) or 1:
+            int64 voxel counts, int64 positives / correct voxels, float64 probability sums, and the float64 lower /
+            upper bin edges (for adaptive bins: the edges of the outermost non-empty sub-bins, NaN for empty bins).
+        """
+        if int(num_bins) < 1:
+            raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+        if mode == "marginal":
+            cnt, hit, sm = self.counts, self.positives, self.prob_sums
+        elif mode == "top_label":
+            cnt, hit, sm = self.top_counts[None], self.top_correct[None], self.top_conf_sums[None]
+        else:
+            raise ValueError(f"mode must be 'marginal' or 'top_label', got {mode!r}.")
+        k, s_bins, nb = cnt.shape[0], self.num_sub_bins, int(num_bins)
+        if binning == "uniform":
+            if s_bins % nb:
+                raise ValueError(
+                    f"num_bins={nb} does not divide num_sub_bins={s_bins}; build the histogram with a multiple of it."
+                )
+            w = s_bins // nb
+            edges = torch.linspace(0.0, 1.0, nb + 1, dtype=torch.float64, device=cnt.device)
+            return (
+                cnt.view(k, nb, w).sum(-1),
+                hit.view(k, nb, w).sum(-1),
+                sm.view(k, nb, w).sum(-1),
+                edges[:-1].expand(k, nb).clone(),
+                edges[1:].expand(k, nb).clone(),
+            )
+        if binning != "adaptive":
+            raise ValueError(f"binning must be 'uniform' or 'adaptive', got {binning!r}.")
+        total = cnt.sum(1, keepdim=True)
+        below = cnt.cumsum(1) - cnt
+        assign = torch.div(below * nb, total.clamp(min=1), rounding_mode="floor").clamp_(max=nb - 1)
+        out_cnt = torch.zeros(k, nb, dtype=torch.int64, device=cnt.device).scatter_add_(1, assign, cnt)
+        out_hit = torch.zeros_like(out_cnt).scatter_add_(1, assign, hit)
+        out_sm = torch.zeros(k, nb, dtype=torch.float64, device=cnt.device).scatter_add_(1, assign, sm)
+        pos = torch.arange(s_bins, dtype=torch.float64, device=cnt.device).expand(k, s_bins)
+        nonempty = cnt > 0
+        big = torch.full((k, nb), math.inf, dtype=torch.float64, device=cnt.device)
+        lower = big.scatter_reduce(1, assign, torch.where(nonempty, pos, math.inf), "amin") / s_bins
+        upper = (-big).scatter_reduce(1, assign, torch.where(nonempty, pos + 1, -math.inf), "amax") / s_bins
+        empty = out_cnt == 0
+        return out_cnt, out_hit, out_sm, lower.masked_fill(empty, math.nan), upper.masked_fill(empty, math.nan)
+
+    def __repr__(self) -> str:
+        return (
+            f"CalibrationHistogram(num_classes={self.num_classes}, num_sub_bins={self.num_sub_bins}, "
+            f"num_voxels={int(self.num_voxels)}, device={self.device})"
+        )

@@ -1,0 +1,55 @@
+"""DDP helpers for test_calibration.py, in their own module so spawned ranks import only torch and monai_meep."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from monai_meep.metrics import (
+    BrierScoreMetric,
+    CalibrationHistogram,
+    ExpectedCalibrationErrorMetric,
+    NegativeLogLikelihoodMetric,
+)
+
+
+def ddp_data():
+    g = torch.Generator().manual_seed(7)
+    probs = torch.softmax(2 * torch.randn(4, 3, 10, 9, 8, generator=g), 1)
+    target = torch.randint(0, 3, (4, 1, 10, 9, 8), generator=g)
+    mask = torch.rand(4, 1, 10, 9, 8, generator=g) > 0.2
+    return probs, target, mask
+
+
+def ddp_metrics():
+    return {
+        "ece": ExpectedCalibrationErrorMetric(include_background=True, reduction="none"),
+        "top": ExpectedCalibrationErrorMetric(mode="top_label", binning="adaptive", reduction="none"),
+        "brier+": BrierScoreMetric(stratum="positive", reduction="none"),
+        "nll": NegativeLogLikelihoodMetric(reduction="none"),
+    }
+
+
+def ddp_run(probs, target, mask, rank=0, world=1):
+    metrics, hist = ddp_metrics(), CalibrationHistogram(3)
+    for i in range(2 * rank, 2 * rank + 4 // world):  # rank r holds images 2r, 2r+1 (one at a time)
+        for m in metrics.values():
+            m(probs[i : i + 1], target[i : i + 1], mask=mask[i : i + 1])
+        hist.update(probs[i : i + 1], target[i : i + 1], mask=mask[i : i + 1])
+    out = {f"{k}/per_image": m.aggregate() for k, m in metrics.items()}
+    out.update({f"{k}/pooled": m.aggregate(pooled=True) for k, m in metrics.items()})
+    out.update(hist.all_reduce().state_dict())
+    return out
+
+
+def ddp_worker(rank, world, port, path):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        out = ddp_run(*ddp_data(), rank=rank, world=world)
+        torch.save(out, os.path.join(path, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

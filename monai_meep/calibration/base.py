@@ -1,0 +1,286 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The interface every post-hoc calibrator shares: streaming ``update``, ``fit``, ``__call__``, JSON persistence.
+
+A calibrator sees network outputs ``x`` of shape ``(B, C, *spatial)`` (logits or probabilities, ``input_type``) with
+an ``activation``:
+
+- ``"softmax"``, ``C == 2``: **binary**; one map is fitted on the foreground channel 1 and the output is
+  ``[1 - q, q]``.
+- ``"softmax"``, ``C >= 3``: **multi-class**; temperature has one ``T`` for all classes, Platt / isotonic are fitted
+  one-vs-rest per class and renormalised to sum to 1.
+- ``"sigmoid"``: ``C == 1`` is a binary foreground probability; ``C >= 2`` is multi-label (one independent map per
+  channel, no renormalisation; temperature shares one ``T``).
+
+Targets are index maps ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)`` (multi-hot for multi-label sigmoid);
+``mask`` is an optional boolean ``(B, 1, *spatial)`` selecting the voxels that count.
+
+Probabilities given instead of logits are mapped to task logits ``logit(p)`` (Platt, temperature on sigmoid) or
+log-probabilities ``log p`` (temperature on softmax), clipped to ``[-logit_clip, logit_clip]`` so that ``p = 0`` or
+``p = 1`` (float32 saturation) stays finite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed as dist
+from monai.utils import convert_to_tensor
+
+import monai_meep
+from monai_meep.calibration.layout import OutputLayout
+
+__all__ = ["FORMAT_VERSION", "Calibrator", "CalibratorNotFittedError", "load_calibrator", "all_reduce_sum_"]
+
+FORMAT_NAME = "monai_meep.calibrator"
+FORMAT_VERSION = 1
+
+
+class CalibratorNotFittedError(ValueError):
+    """Raised when a calibrator is applied (or saved) before ``fit()`` / ``load()``."""
+
+
+def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` in place across DDP ranks (no-op without an initialised process group of size > 1).
+
+    NCCL only reduces CUDA tensors, so CPU state goes through the current CUDA device and back.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return t
+    if dist.get_backend() == "nccl" and t.device.type != "cuda":
+        tmp = t.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(tmp)
+        t.copy_(tmp.to(t.device))
+    else:
+        dist.all_reduce(t)
+    return t
+
+
+class Calibrator(OutputLayout, ABC):
+    """Base class of the post-hoc calibrators (Platt, isotonic, temperature).
+
+    Subclasses implement ``_accumulate`` (stream one batch into bounded state), ``_fit``, ``_apply``, ``_reset``,
+    ``_all_reduce``, ``_params`` / ``_load_params`` (the fitted map as JSON-friendly data) and ``get_config``.
+
+    Args:
+        num_classes: channel count ``C`` of the network output.
+        activation: ``"softmax"`` (mutually exclusive classes, ``C >= 2``) or ``"sigmoid"`` (per channel).
+        input_type: default kind of ``x`` given to ``update`` / ``__call__``: ``"logits"`` or ``"probs"``; both accept
+            an ``input_type=`` override per call.
+        logit_clip: logits (and ``logit(p)``, ``log p`` from probabilities) are clipped to ``[-logit_clip,
+            logit_clip]`` where a finite grid or a finite value is needed.
+
+    Raises:
+        ValueError: on an unknown activation / input type, or ``softmax`` with fewer than 2 classes.
+    """
+
+    kind: ClassVar[str] = ""
+    _registry: ClassVar[dict[str, type[Calibrator]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            Calibrator._registry[cls.kind] = cls
+
+    def __init__(
+        self, num_classes: int, activation: str = "softmax", input_type: str = "logits", logit_clip: float = 30.0
+    ) -> None:
+        super().__init__(num_classes, activation, logit_clip)
+        self.input_type = self._check_input_type(input_type)
+        self.fitted = False
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ public API
+    def update(self, x: Any, target: Any, mask: Any = None, input_type: str | None = None) -> Calibrator:
+        """Stream one batch into the calibrator's bounded state.
+
+        Args:
+            x: network outputs ``(B, C, *spatial)``, logits or probabilities (``input_type``).
+            target: index map ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``.
+            mask: optional boolean ``(B, 1, *spatial)``; only ``True`` voxels count.
+            input_type: overrides the constructor's ``input_type`` for this call.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: on shapes that do not match, NaN / inf, probabilities outside [0, 1], bad labels.
+        """
+        itype = self._check_input_type(input_type or self.input_type)
+        xt = self._check_x(x, itype)
+        m = self._check_mask(mask, xt)
+        if m is not None:
+            t = convert_to_tensor(target, track_meta=False)
+            if t.ndim == xt.ndim and t.shape[1] == 1 and t.shape[2:] == xt.shape[2:] and t.shape[0] == xt.shape[0]:
+                # labels under the mask do not count (e.g. WMH label 2): only the kept ones are range-checked
+                target = torch.where(m, t.to(m.device), torch.zeros((), dtype=t.dtype, device=m.device))
+        labels = self._check_target(target, xt)
+        with torch.no_grad():
+            self._accumulate(xt, labels, m, itype)
+        return self
+
+    def fit(self) -> Calibrator:
+        """Fit the map on everything streamed since the last ``reset()``.
+
+        Raises:
+            ValueError: when no voxel was streamed, or a task saw a single class only.
+        """
+        self._fit()
+        self.fitted = True
+        return self
+
+    def __call__(self, x: Any, input_type: str | None = None) -> torch.Tensor:
+        """Calibrated probabilities ``(B, C, *spatial)`` (float32, or float64 for float64 input), on ``x``'s device.
+
+        Raises:
+            CalibratorNotFittedError: before ``fit()`` / ``load_state_dict()``.
+            ValueError: on a channel count other than ``num_classes``, NaN / inf, probabilities outside [0, 1].
+        """
+        if not self.fitted:
+            raise CalibratorNotFittedError(
+                f"{type(self).__name__} is not fitted: call update(...) then fit(), or load a saved calibrator."
+            )
+        itype = self._check_input_type(input_type or self.input_type)
+        xt = self._check_x(x, itype)
+        if xt.dtype != torch.float64:
+            xt = xt.float()
+        with torch.no_grad():
+            return self._apply(xt, itype)
+
+    def reset(self) -> Calibrator:
+        """Drop the streamed state (the fitted map, if any, is kept)."""
+        self._reset()
+        return self
+
+    def all_reduce(self) -> Calibrator:
+        """Combine the streamed state across DDP ranks (call on every rank before ``fit()``)."""
+        self._all_reduce()
+        return self
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments beyond ``num_classes`` / ``activation`` (saved with the map)."""
+        return {"input_type": self.input_type, "logit_clip": self.logit_clip}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted map as JSON-serialisable data (format, version, kind, class count, activation, parameters)."""
+        if not self.fitted:
+            raise CalibratorNotFittedError(f"{type(self).__name__} has no fitted state to save: call fit() first.")
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "num_classes": self.num_classes,
+            "activation": self.activation,
+            "config": self.get_config(),
+            "params": self._params(),
+            "fit_info": self.fit_info,
+            "monai_meep_version": monai_meep.__version__,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> Calibrator:
+        """Restore a fitted map from ``state_dict()`` output, checking it belongs to this calibrator.
+
+        Raises:
+            ValueError: another format / version, another kind, class count or activation.
+        """
+        _check_header(state, "state")
+        for key, mine in (("kind", self.kind), ("num_classes", self.num_classes), ("activation", self.activation)):
+            if state[key] != mine:
+                raise ValueError(f"saved calibrator has {key}={state[key]!r} but this one has {key}={mine!r}.")
+        self._load_params(state["params"])
+        self.fit_info = dict(state.get("fit_info", {}))
+        self.fitted = True
+        return self
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``state_dict()`` to a JSON file atomically (temporary file in the same folder, then rename)."""
+        path = Path(path)
+        text = json.dumps(self.state_dict(), indent=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, num_classes: int | None = None) -> Calibrator:
+        """Read a calibrator saved by ``save``; on a subclass the saved kind must match it.
+
+        Args:
+            path: the JSON file.
+            num_classes: when given, the saved class count must equal it.
+
+        Raises:
+            ValueError: a missing / unreadable file, another format version, kind or class count.
+        """
+        path = Path(path)
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"no calibrator file at {str(path)!r}.") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read calibrator file {str(path)!r}: {e}") from e
+        _check_header(state, repr(str(path)))
+        target_cls = Calibrator._registry.get(state["kind"])
+        if target_cls is None:
+            raise ValueError(f"{str(path)!r}: unknown calibrator kind {state['kind']!r}.")
+        if cls is not Calibrator and not issubclass(target_cls, cls):
+            raise ValueError(f"{str(path)!r} holds a {state['kind']!r} calibrator, not {cls.kind!r}.")
+        if num_classes is not None and state["num_classes"] != num_classes:
+            raise ValueError(f"{str(path)!r} was fitted for {state['num_classes']} classes, expected {num_classes}.")
+        obj = target_cls(num_classes=state["num_classes"], activation=state["activation"], **state.get("config", {}))
+        return obj.load_state_dict(state)
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abstractmethod
+    def _accumulate(self, x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, input_type: str) -> None:
+        """Stream validated ``x`` and labels (see ``_check_target``) into the state."""
+
+    @abstractmethod
+    def _fit(self) -> None: ...
+
+    @abstractmethod
+    def _apply(self, x: torch.Tensor, input_type: str) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _reset(self) -> None: ...
+
+    @abstractmethod
+    def _all_reduce(self) -> None: ...
+
+    @abstractmethod
+    def _params(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _load_params(self, params: dict[str, Any]) -> None: ...
+
+
+def _check_header(state: Any, where: str) -> None:
+    if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
+        raise ValueError(f"{where} is not a monai_meep calibrator (missing format={FORMAT_NAME!r}).")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{where} has calibrator format_version {state.get('format_version')!r}; this monai_meep "
+            f"{monai_meep.__version__} reads version {FORMAT_VERSION}. Refit the calibrator."
+        )
+    missing = [k for k in ("kind", "num_classes", "activation", "params") if k not in state]
+    if missing:
+        raise ValueError(f"{where} lacks the keys {missing}.")
+
+
+def load_calibrator(path: str | os.PathLike, num_classes: int | None = None) -> Calibrator:
+    """Load any saved calibrator (Platt, isotonic, temperature) from its JSON file; see ``Calibrator.load``."""
+    return Calibrator.load(path, num_classes=num_classes)

@@ -1,0 +1,27 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Triton kernels, each beside the PyTorch reference it must match.
+
+- :func:`fused_meep_regularizer` / :func:`fused_sum_count` (:mod:`.meep_fused`): the MEEP regulariser in one fused
+  pass forward and one backward; reference :func:`monai_meep.losses.functional.regulariser_sum_count`.
+- :func:`triton_histogram` (:mod:`.histogram`): the counts / positives / probability sums of
+  :meth:`monai_meep.metrics.CalibrationHistogram.update`.
+- :func:`triton_available` (:mod:`.dispatch`): whether a tensor can take the Triton path.
+
+Importing this package never needs triton; calling a kernel without it raises a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from .dispatch import HAS_TRITON, interpreter_on, triton_available
+from .histogram import triton_histogram
+from .meep_fused import fused_meep_regularizer, fused_sum_count
+
+__all__ = [
+    "HAS_TRITON",
+    "fused_meep_regularizer",
+    "fused_sum_count",
+    "interpreter_on",
+    "triton_available",
+    "triton_histogram",
+]

@@ -23,6 +23,7 @@ tensors can be dispatched to.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "meep_entropy",
     "meep_kl",
     "regulariser_sum_count",
+    "use_fused_kernel",
 ]
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -46,6 +48,33 @@ REGULARISERS = ("entropy", "kl", "entropy_all")
 # channel dim, it must return what ``_reference_sum_count`` returns. A plain module attribute, so that the dispatch
 # is one ``if`` on static properties (device), never on tensor values.
 _FUSED_SUM_COUNT: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def use_fused_kernel(enabled: bool = True) -> bool:
+    """Route the regulariser of CUDA tensors through the fused Triton kernel (:mod:`monai_meep.kernels`).
+
+    Opt-in, because the compiled kernel has so far been verified against the PyTorch reference only in Triton's CPU
+    interpreter; the plain PyTorch path stays the default, the CPU path and the reference. Setting the environment
+    variable ``MONAI_MEEP_FUSED=1`` before import does the same.
+
+    Args:
+        enabled: True to register the kernel, False to go back to the PyTorch path.
+
+    Returns:
+        whether the fused kernel is now in use (False when triton is not installed).
+
+    Example:
+        >>> use_fused_kernel(False)
+        False
+    """
+    global _FUSED_SUM_COUNT
+    if not enabled:
+        _FUSED_SUM_COUNT = None
+        return False
+    from monai_meep.kernels import HAS_TRITON, fused_sum_count  # lazy: kernels sit below losses, import on demand
+
+    _FUSED_SUM_COUNT = fused_sum_count if HAS_TRITON else None
+    return _FUSED_SUM_COUNT is not None
 
 
 def _check_activation(activation: str) -> str:
@@ -374,3 +403,7 @@ def _scored_count(
         if valid is None:
             return torch.full((), logits[:, :1].numel() * per_voxel, dtype=torch.int64, device=logits.device)
         return valid.sum() * per_voxel
+
+
+if os.environ.get("MONAI_MEEP_FUSED", "0").strip().lower() in ("1", "true", "yes", "on"):
+    use_fused_kernel(True)

@@ -363,3 +363,20 @@ def test_fused_kernel_through_the_hook_matches_reference(monkeypatch, activation
             out.backward()
         assert out.item() == pytest.approx(ref.item(), rel=1e-5)
         torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_use_fused_kernel_is_opt_in_and_leaves_cpu_tensors_on_the_reference_path():
+    from monai_meep.losses import functional
+
+    pytest.importorskip("triton")
+    assert functional._FUSED_SUM_COUNT is None  # off by default
+    logits = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 1, 5, 4))
+    expected = meep_kl(logits, target)
+    try:
+        assert functional.use_fused_kernel(True) is True
+        assert functional._FUSED_SUM_COUNT is not None
+        torch.testing.assert_close(meep_kl(logits, target), expected)  # CPU tensors never take the kernel
+    finally:
+        assert functional.use_fused_kernel(False) is False
+    assert functional._FUSED_SUM_COUNT is None

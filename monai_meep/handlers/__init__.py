@@ -1,0 +1,17 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Ignite handlers: calibration metrics (ECE, Brier, Brier+, NLL), Hausdorff distance in mm, reliability diagrams."""
+
+from __future__ import annotations
+
+from .calibration import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
+from .distance import HausdorffDistanceMM
+from .reliability import ReliabilityDiagramSaver
+
+__all__ = [
+    "BrierScore",
+    "ExpectedCalibrationError",
+    "NegativeLogLikelihood",
+    "HausdorffDistanceMM",
+    "ReliabilityDiagramSaver",
+]

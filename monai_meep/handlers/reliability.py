@@ -1,0 +1,277 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Ignite handler that streams an evaluation into a :class:`CalibrationHistogram` and, at the end of each epoch,
+writes the reliability diagram, the probability histogram (paper Fig. 2) and the bin table, optionally to
+TensorBoard too."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, OptionalImportError, min_version, optional_import
+
+from monai_meep.metrics import (
+    CalibrationHistogram,
+    calibration_error_from_histogram,
+    reliability_curve_from_histogram,
+)
+from monai_meep.visualize.reliability import (
+    _chmod_default,
+    _has_agg,
+    _has_mpl,
+    plot_probability_histogram,
+    plot_reliability_diagram,
+    save_figure,
+)
+
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+pd, _has_pandas = optional_import("pandas")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["ReliabilityDiagramSaver"]
+
+
+def _atomic_write_csv(frame: Any, path: str) -> None:
+    """Write a DataFrame through a temporary file in the same folder and ``os.replace`` (readers never see half)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            frame.to_csv(f, index=False)
+        _chmod_default(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _find_summary_writer(engine: Engine) -> Any:
+    """The ``SummaryWriter`` of a MONAI TensorBoard handler attached to ``engine`` (its ``_writer``), if any."""
+    for handlers in getattr(engine, "_event_handlers", {}).values():
+        for entry in handlers:
+            owner = getattr(entry[0], "__self__", None)
+            writer = getattr(owner, "_writer", None)
+            if writer is not None and callable(getattr(writer, "add_figure", None)):
+                return writer
+    return None
+
+
+class ReliabilityDiagramSaver:
+    """Stream ``prob`` / ``label`` of every iteration into a :class:`~monai_meep.metrics.CalibrationHistogram` and,
+    when the epoch completes, write to ``output_dir``:
+
+    - ``reliability.png``: reliability diagram (observed frequency bars vs the diagonal, gap shaded, ECE on
+      ``ece_bins`` bins in the title), one panel per plotted class;
+    - ``probability_histogram.png``: histogram of the predicted probabilities, log-scale counts (paper Fig. 2);
+    - ``reliability.csv``: the bin table (``epoch, class, bin, lower, upper, count, confidence, frequency``);
+    - both figures to TensorBoard (``add_figure``, ``global_step`` = epoch) when a writer is given, or found on a
+      MONAI TensorBoard handler attached to the same engine.
+
+    State is a fixed-size histogram (int64 counts, float64 sums), so memory does not grow with the evaluation and
+    the values are exact. Under DDP every rank accumulates its share, the histograms are summed across ranks
+    (exactly) and only rank 0 writes. Files are written to a temporary name then moved into place.
+
+    Args:
+        output_dir: folder of the PNG / CSV files (created when missing).
+        num_classes: classes of the task (2 for a binary task; a 1-channel sigmoid output counts as 2).
+        num_bins: bins of the diagram and the histogram (10 in the paper's figures).
+        ece_bins: bins of the ECE printed in the titles (15 in the paper's tables).
+        mode: ``"marginal"`` (per class, ``p_c`` vs ``y == c``) or ``"top_label"`` (arg-max confidence vs
+            correctness).
+        classes: classes to plot in marginal mode; default: the foreground classes ``1 .. num_classes - 1``.
+        prob_key, label_key, mask_key: keys of ``engine.state.output`` (a dict, or a list of per-image dicts as
+            MONAI's decollated engine output) used when ``output_transform`` is ``None``. ``mask_key=None``: no mask.
+        output_transform: callable mapping ``engine.state.output`` to ``(prob, label)`` or ``(prob, label, mask)``;
+            each a batch tensor ``(B, C, *spatial)`` or a list of channel-first tensors.
+        ignore_index: label whose voxels are not scored (e.g. 2, "other pathology", for WMH).
+        summary_writer: a TensorBoard / TensorBoardX ``SummaryWriter``; ``None``: look for one on the engine.
+        find_writer: look for a writer on the engine when ``summary_writer`` is ``None``.
+        tag: TensorBoard tag prefix.
+        num_sub_bins: sub-bins of the histogram; must be a multiple of ``num_bins`` and ``ece_bins``.
+        dpi: resolution of the PNGs.
+
+    Raises:
+        OptionalImportError: when matplotlib or pandas is not installed.
+        ValueError: for an unknown mode or a class outside ``[0, num_classes)``.
+
+    Example:
+        >>> saver = ReliabilityDiagramSaver("./eval/reliability", num_classes=2, ignore_index=2)
+        >>> saver.attach(evaluator)  # post-processing keeps a ``prob`` copy before AsDiscreted
+        >>> evaluator.run()          # writes reliability.png, probability_histogram.png, reliability.csv
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike = "./reliability",
+        num_classes: int = 2,
+        num_bins: int = 10,
+        ece_bins: int = 15,
+        mode: str = "marginal",
+        classes: Sequence[int] | None = None,
+        prob_key: str = "prob",
+        label_key: str = "label",
+        mask_key: str | None = None,
+        output_transform: Callable[[Any], Sequence[Any]] | None = None,
+        ignore_index: int | None = None,
+        summary_writer: Any = None,
+        find_writer: bool = True,
+        tag: str = "reliability",
+        num_sub_bins: int | None = None,
+        dpi: int = 100,
+    ) -> None:
+        if not (_has_mpl and _has_agg):
+            raise OptionalImportError("ReliabilityDiagramSaver needs matplotlib (pip install 'matplotlib>=3.7').")
+        if not _has_pandas:
+            raise OptionalImportError("ReliabilityDiagramSaver needs pandas to write the bin table.")
+        if mode not in ("marginal", "top_label"):
+            raise ValueError(f"mode must be 'marginal' or 'top_label', got {mode!r}.")
+        self.classes = list(range(1, int(num_classes))) if classes is None else [int(c) for c in classes]
+        bad = [c for c in self.classes if not 0 <= c < int(num_classes)]
+        if bad or not self.classes:
+            raise ValueError(f"classes {list(self.classes)} must be non-empty and lie in [0, {int(num_classes) - 1}].")
+        # sub-bins: a common multiple of both bin counts, at the histogram's resolution or finer
+        sub = num_sub_bins or _lcm_multiple(int(num_bins), int(ece_bins), 6000)
+        if sub % num_bins or sub % ece_bins:
+            raise ValueError(f"num_sub_bins={sub} must be a multiple of num_bins={num_bins} and ece_bins={ece_bins}.")
+        self.output_dir = os.fspath(output_dir)
+        self.num_bins, self.ece_bins, self.mode = int(num_bins), int(ece_bins), mode
+        self.keys = (prob_key, label_key, mask_key)
+        self.output_transform = output_transform
+        self.ignore_index = ignore_index
+        self.summary_writer = summary_writer
+        self.find_writer = find_writer
+        self.tag, self.dpi = tag, dpi
+        self.histogram = CalibrationHistogram(int(num_classes), num_sub_bins=sub)
+        self.last_curve: Any = None  # the ReliabilityCurve of the last completed epoch (all classes)
+        self.last_ece: dict[str, float] = {}
+
+    def attach(self, engine: Engine) -> None:
+        """Reset at ``EPOCH_STARTED``, accumulate at ``ITERATION_COMPLETED``, write at ``EPOCH_COMPLETED``."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Clear the accumulated histogram."""
+        self.histogram.reset()
+
+    # ------------------------------------------------------------------------------------------- accumulating
+    def _extract(self, output: Any) -> tuple[Any, Any, Any]:
+        if self.output_transform is not None:
+            out = self.output_transform(output)
+            if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+                raise ValueError("output_transform must return (prob, label) or (prob, label, mask).")
+            return out[0], out[1], out[2] if len(out) == 3 else None
+        prob_key, label_key, mask_key = self.keys
+        items = output if isinstance(output, (list, tuple)) else [output]
+        if not all(isinstance(i, Mapping) for i in items):
+            raise ValueError(
+                f"engine output is {type(output).__name__}; expected a dict or a list of dicts with keys "
+                f"{prob_key!r}, {label_key!r}, or pass output_transform."
+            )
+
+        def get(item: Mapping, key: str) -> Any:
+            if key not in item:
+                raise ValueError(f"key {key!r} is not in the engine output (keys: {sorted(item)}).")
+            return item[key]
+
+        probs = [get(i, prob_key) for i in items]
+        labels = [get(i, label_key) for i in items]
+        masks = None if mask_key is None else [get(i, mask_key) for i in items]
+        if not isinstance(output, (list, tuple)):  # one batch dict
+            return probs[0], labels[0], None if masks is None else masks[0]
+        return probs, labels, masks
+
+    def update(self, engine: Engine) -> None:
+        """Add the current iteration's ``(prob, label[, mask])`` to the histogram."""
+        prob, label, mask = self._extract(engine.state.output)
+        if isinstance(prob, torch.Tensor):  # a batch (B, C, *spatial)
+            self.histogram.update(prob, label, mask=mask, ignore_index=self.ignore_index)
+            return
+        # a list of channel-first images (MONAI's decollated output); sizes may differ, so one update each
+        masks = [None] * len(prob) if mask is None else mask
+        if not len(prob) == len(label) == len(masks):
+            raise ValueError(f"got {len(prob)} probability, {len(label)} label and {len(masks)} mask images.")
+        for p, y, m in zip(prob, label, masks, strict=True):
+            self.histogram.update(
+                p.unsqueeze(0),
+                y.unsqueeze(0),
+                mask=None if m is None else m.unsqueeze(0),
+                ignore_index=self.ignore_index,
+            )
+
+    # ----------------------------------------------------------------------------------------------- writing
+    def _curves(self) -> tuple[dict[str, Any], dict[str, float], Any]:
+        h = self.histogram
+        if self.mode == "top_label":
+            curve = reliability_curve_from_histogram(h, self.num_bins, mode="top_label")
+            ece = float(calibration_error_from_histogram(h, self.ece_bins, mode="top_label"))
+            return {"top-label": curve}, {"top-label": ece}, curve
+        curve = reliability_curve_from_histogram(h, self.num_bins, include_background=True)
+        eces = calibration_error_from_histogram(h, self.ece_bins, include_background=True)
+        names = self._names()
+        curves = {names[c]: _RowOf(curve, c) for c in self.classes}
+        return curves, {names[c]: float(eces[c]) for c in self.classes}, curve
+
+    def _names(self) -> dict[int, str]:
+        """Panel titles: "foreground" for the usual binary task, else "class c"."""
+        if self.histogram.num_classes == 2 and self.classes == [1]:
+            return {1: "foreground"}
+        return {c: f"class {c}" for c in self.classes}
+
+    def write(self, engine: Engine) -> None:
+        """All-reduce the histogram across ranks, then (rank 0 only) write the figures, CSV and TensorBoard."""
+        self.histogram.all_reduce()
+        if idist.get_rank() != 0:
+            return
+        if int(self.histogram.num_voxels) == 0:
+            warnings.warn("ReliabilityDiagramSaver: no voxel was accumulated this epoch; nothing written.")
+            return
+        epoch = int(engine.state.epoch)
+        with warnings.catch_warnings():  # an empty class row gives NaN with a warning from the metrics; shown as NaN
+            warnings.simplefilter("ignore")
+            curves, eces, full = self._curves()
+        self.last_curve, self.last_ece = full, eces
+        os.makedirs(self.output_dir, exist_ok=True)
+        rel = plot_reliability_diagram(curves, ece=eces, title=f"Reliability (epoch {epoch})")
+        hist = plot_probability_histogram(curves, title=f"Predicted probabilities (epoch {epoch})")
+        save_figure(rel, os.path.join(self.output_dir, "reliability.png"), dpi=self.dpi)
+        save_figure(hist, os.path.join(self.output_dir, "probability_histogram.png"), dpi=self.dpi)
+        records = [r for r in full.to_records() if self.mode == "top_label" or r["class"] in self.classes]
+        frame = pd.DataFrame.from_records(records)
+        frame.insert(0, "epoch", epoch)
+        frame["ece_bins"] = self.ece_bins
+        names = self._names()
+        frame["ece"] = [eces["top-label" if self.mode == "top_label" else names[r["class"]]] for r in records]
+        _atomic_write_csv(frame, os.path.join(self.output_dir, "reliability.csv"))
+        writer = self.summary_writer
+        if writer is None and self.find_writer:
+            writer = _find_summary_writer(engine)
+        if writer is not None:
+            writer.add_figure(f"{self.tag}/reliability_diagram", rel, global_step=epoch)
+            writer.add_figure(f"{self.tag}/probability_histogram", hist, global_step=epoch)
+
+
+class _RowOf:
+    """One class row of a marginal ``ReliabilityCurve``, with the field names :func:`as_reliability_data` reads."""
+
+    def __init__(self, curve: Any, cls: int) -> None:
+        r = curve.classes.index(cls)
+        self.confidence, self.frequency, self.counts = curve.confidence[r], curve.frequency[r], curve.counts[r]
+        self.bin_lower, self.bin_upper = curve.bin_lower[r], curve.bin_upper[r]
+
+
+def _lcm_multiple(a: int, b: int, at_least: int) -> int:
+    """The smallest multiple of ``lcm(a, b)`` that is >= ``at_least``."""
+    m = a * b // math.gcd(a, b)
+    return m * max(1, -(-at_least // m))

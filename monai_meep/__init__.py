@@ -4,10 +4,25 @@
 
 MEEP (Maximum Entropy on Erroneous Predictions, Larrazabal et al., MICCAI 2023) losses, exact streaming
 calibration metrics, post-hoc calibrators, data loaders / phantoms and MONAI bundles.
+
+``import monai_meep`` loads every public subpackage (as ``import monai`` does), so a bundle config needs only
+``"imports": ["$import monai_meep"]`` to resolve ``monai_meep.losses.MEEPLoss``, ``monai_meep.data.prepare_dataset``
+and the rest. :mod:`monai_meep.kernels` (Triton) and :mod:`monai_meep.experiments` (the runners) load on demand.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from . import calibration, data, handlers, losses, metrics, transforms, visualize
+
+__all__ = [
+    "__version__",
+    "calibration",
+    "data",
+    "handlers",
+    "losses",
+    "metrics",
+    "transforms",
+    "visualize",
+]

@@ -4,7 +4,18 @@
 
 from __future__ import annotations
 
-from monai_meep.losses.functional import mean_entropy, meep_entropy, meep_kl
+from monai_meep.losses.factory import PAPER_LAMBDA, build_loss, paper_lambda
+from monai_meep.losses.functional import mean_entropy, meep_entropy, meep_kl, use_fused_kernel
 from monai_meep.losses.meep import ConfidencePenaltyLoss, MEEPLoss
 
-__all__ = ["ConfidencePenaltyLoss", "MEEPLoss", "mean_entropy", "meep_entropy", "meep_kl"]
+__all__ = [
+    "PAPER_LAMBDA",
+    "ConfidencePenaltyLoss",
+    "MEEPLoss",
+    "build_loss",
+    "mean_entropy",
+    "meep_entropy",
+    "meep_kl",
+    "paper_lambda",
+    "use_fused_kernel",
+]

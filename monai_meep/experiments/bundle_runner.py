@@ -1,0 +1,141 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Run the project's bundles programmatically, so experiments reuse the one pipeline the bundles define.
+
+``run_bundle("la", "train", overrides)`` is what ``python -m monai.bundle run --config_file "['configs/train.json']"
+--key value ...`` does, in this process (``monai.bundle.ConfigWorkflow``) or, with ``subprocess=True``, in a fresh
+interpreter running exactly that command line. Evaluate / calibrate / inference configs are layered on train.json,
+as on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["WORKFLOWS", "bundle_dir", "config_files", "read_metrics", "run_bundle"]
+
+# workflow -> (config files layered in order, MONAI workflow type for check_properties)
+WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
+    "train": (("train.json",), "train"),
+    "evaluate": (("train.json", "evaluate.json"), "eval"),
+    "calibrate": (("train.json", "calibrate.json"), "eval"),
+    "inference": (("train.json", "inference.json"), "infer"),
+    "multi_gpu_train": (("train.json", "multi_gpu_train.json"), "train"),
+    "multi_gpu_evaluate": (("train.json", "evaluate.json", "multi_gpu_evaluate.json"), "eval"),
+}
+
+
+def bundle_dir(task: str) -> Path:
+    """The bundle folder of ``task``: ``$MONAI_MEEP_BUNDLES/<task>_meep`` or ``bundles/<task>_meep`` of the checkout.
+
+    Raises:
+        ValueError: unknown task or no bundle folder found.
+    """
+    if task not in ("wmh", "la"):
+        raise ValueError(f"unknown task {task!r}; valid values are wmh, la.")
+    roots = [os.environ.get("MONAI_MEEP_BUNDLES", ""), str(Path(__file__).resolve().parents[2] / "bundles")]
+    for root in roots:
+        if root and (Path(root) / f"{task}_meep" / "configs" / "train.json").is_file():
+            return Path(root) / f"{task}_meep"
+    raise ValueError(
+        f"bundle {task}_meep not found (looked in {[r for r in roots if r]}); set MONAI_MEEP_BUNDLES to the folder "
+        "holding wmh_meep/ and la_meep/."
+    )
+
+
+def config_files(task: str, workflow: str) -> list[str]:
+    """Absolute config paths of ``workflow`` (a key of :data:`WORKFLOWS`) for ``task``."""
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"unknown workflow {workflow!r}; valid values are {', '.join(WORKFLOWS)}.")
+    root = bundle_dir(task) / "configs"
+    return [str(root / f) for f in WORKFLOWS[workflow][0]]
+
+
+def run_bundle(
+    task: str,
+    workflow: str,
+    overrides: Mapping[str, Any] | None = None,
+    subprocess_run: bool = False,
+    check: bool = True,
+    log_file: str | os.PathLike | None = None,
+    logging_file: str | None = None,
+) -> float:
+    """Run one bundle workflow of ``task`` with config ``overrides``; return its wall time in seconds.
+
+    Args:
+        task: ``"wmh"`` or ``"la"``.
+        workflow: ``train``, ``evaluate``, ``calibrate``, ``inference``, ``multi_gpu_train``, ``multi_gpu_evaluate``
+            (the multi-GPU ones only make sense under ``torchrun``).
+        overrides: config ids -> values, as ``--key value`` on the command line (e.g. ``{"max_epochs": 5}``).
+        subprocess_run: run ``python -m monai.bundle run`` in a child process (isolated; output to ``log_file``).
+        check: fail when ``check_properties()`` reports missing or wrongly referenced properties.
+        log_file: where the child's output goes (subprocess mode only); default: inherited.
+        logging_file: a ``logging.conf`` replacing the bundle's (in-process mode), e.g. to log to a file.
+
+    Raises:
+        ValueError: bad task / workflow, or missing bundle properties.
+        RuntimeError: the child process failed (subprocess mode).
+    """
+    files = config_files(task, workflow)
+    overrides = dict(overrides or {})
+    overrides.setdefault("bundle_root", str(bundle_dir(task)))
+    start = time.perf_counter()
+    if subprocess_run:
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(files)]
+        for k, v in overrides.items():
+            cmd += [f"--{k}", v if isinstance(v, str) else repr(v)]  # fire parses Python literals
+        out = open(log_file, "a") if log_file else None
+        try:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, check=False).returncode
+        finally:
+            if out:
+                out.close()
+        if rc != 0:
+            raise RuntimeError(
+                f"bundle run failed (exit {rc}): {' '.join(cmd)}" + (f"; see {log_file}" if log_file else "")
+            )
+        return time.perf_counter() - start
+
+    from monai.bundle import ConfigWorkflow
+
+    with warnings.catch_warnings():
+        # MONAI 1.6 warns about evaluating config expressions on every parse; these are our own configs
+        warnings.filterwarnings("ignore", message=".*(security|eval).*", category=UserWarning)
+        wf = ConfigWorkflow(
+            config_file=files,
+            meta_file=str(bundle_dir(task) / "configs" / "metadata.json"),
+            logging_file=logging_file or str(bundle_dir(task) / "configs" / "logging.conf"),
+            workflow_type=WORKFLOWS[workflow][1],
+            **overrides,
+        )
+        wf.initialize()
+        if check:
+            missing = wf.check_properties()
+            if missing:
+                raise ValueError(f"bundle {task}_meep {workflow}: missing or mis-referenced properties {missing}.")
+        wf.run()
+        wf.finalize()
+    return time.perf_counter() - start
+
+
+def read_metrics(eval_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Per-subject values of every metric written by ``MetricsSaver`` in ``eval_dir``: ``{metric: {subject: v}}``.
+
+    Reads the ``<metric>_raw.csv`` files (``filename,class0[,...],mean``) and keeps the ``mean`` column.
+    """
+    import csv
+
+    out: dict[str, dict[str, float]] = {}
+    for path in sorted(Path(eval_dir).glob("*_raw.csv")):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        out[path.name[: -len("_raw.csv")]] = {r["filename"]: float(r["mean"]) for r in rows}
+    return out

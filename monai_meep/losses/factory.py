@@ -1,0 +1,158 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Build the paper's training losses by name: a MONAI base loss, optionally wrapped in a MEEP regulariser.
+
+``build_loss(base, regularizer, weight=None, task=...)`` is what the bundles call; ``weight=None`` takes the paper's
+lambda for the task and base loss (design section 2). All losses expect ``(B, 2, *spatial)`` logits (softmax over 2
+channels) and index targets ``(B, 1, *spatial)``; voxels labelled ``ignore_index`` (WMH label 2) are left out of the
+base loss and of the regulariser's error set.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.losses import DiceLoss, FocalLoss
+from torch.nn.modules.loss import _Loss
+
+__all__ = ["BASE_LOSSES", "PAPER_LAMBDA", "REGULARIZERS", "build_loss", "paper_lambda"]
+
+BASE_LOSSES = ("dice", "ce", "focal")
+REGULARIZERS = ("none", "meep_entropy", "meep_kl", "confidence_penalty")
+TASKS = ("wmh", "la")
+
+# Paper (Larrazabal et al. 2023), section 3: lambda per task and base loss. The paper reports no MEEP-on-focal rows;
+# focal is a re-weighted cross-entropy, so it takes the CE value (documented in docs/bundles.md).
+PAPER_LAMBDA: dict[tuple[str, str], float] = {
+    ("wmh", "ce"): 0.3,
+    ("wmh", "dice"): 1.0,
+    ("wmh", "focal"): 0.3,
+    ("la", "ce"): 0.1,
+    ("la", "dice"): 0.5,
+    ("la", "focal"): 0.1,
+}
+# Pereyra et al. confidence penalty strength used by the paper for the H(Y) rows.
+CONFIDENCE_PENALTY_BETA = 0.2
+
+
+def _check(name: str, value: object, valid: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value.lower() not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid names are {', '.join(valid)}.")
+    return value.lower()
+
+
+def paper_lambda(task: str, base: str, regularizer: str = "meep_kl") -> float:
+    """The paper's regulariser weight for ``task`` / ``base`` loss (beta = 0.2 for the confidence penalty).
+
+    Example::
+
+        >>> paper_lambda("la", "dice")
+        0.5
+    """
+    regularizer = _check("regularizer", regularizer, REGULARIZERS)
+    if regularizer == "confidence_penalty":
+        return CONFIDENCE_PENALTY_BETA
+    return PAPER_LAMBDA[(_check("task", task, TASKS), _check("base loss", base, BASE_LOSSES))]
+
+
+class _IndexCrossEntropy(_Loss):
+    """``torch.nn.functional.cross_entropy`` on ``(B, C, *)`` logits and ``(B, 1, *)`` index targets.
+
+    MONAI has no stand-alone CE segmentation loss with ``ignore_index`` (``DiceCELoss`` does not support it), so this
+    thin adapter squeezes the channel dimension of MONAI-style targets. ``softmax = True`` tells the MEEP wrapper the
+    activation.
+    """
+
+    softmax = True
+
+    def __init__(self, ignore_index: int | None = None, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == input.ndim:
+            if target.shape[1] != 1:
+                raise ValueError(
+                    f"target must be an index map (B, 1, *spatial); got {tuple(target.shape)} for input "
+                    f"{tuple(input.shape)}."
+                )
+            target = target[:, 0]
+        if target.shape != input.shape[:1] + input.shape[2:]:
+            raise ValueError(f"target shape {tuple(target.shape)} does not match input shape {tuple(input.shape)}.")
+        ignore = -100 if self.ignore_index is None else int(self.ignore_index)
+        loss = torch.nn.functional.cross_entropy(input.float(), target.long(), ignore_index=ignore, reduction="none")
+        if self.reduction == "none":
+            return loss
+        valid = target != ignore
+        if self.reduction == "sum":
+            return loss[valid].sum()
+        # mean over labelled voxels; an all-ignored batch gives 0 (not 0/0 = NaN)
+        return loss[valid].sum() / valid.sum().clamp_min(1)
+
+
+def _base_loss(base: str, ignore_index: int | None) -> _Loss:
+    if base == "dice":
+        # foreground Dice pooled over the batch: patches without foreground still give a defined loss
+        return DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, ignore_index=ignore_index)
+    if base == "ce":
+        return _IndexCrossEntropy(ignore_index=ignore_index)
+    return FocalLoss(to_onehot_y=True, use_softmax=True, gamma=2.0, ignore_index=ignore_index)
+
+
+def build_loss(
+    base: str = "dice",
+    regularizer: str = "none",
+    weight: float | None = None,
+    task: str | None = None,
+    ignore_index: int | None = None,
+) -> _Loss:
+    """Build ``base`` loss (+ ``regularizer``) for 2-channel softmax outputs and index labels.
+
+    Args:
+        base: ``"dice"`` (MONAI ``DiceLoss``, foreground, batch-pooled), ``"ce"`` (cross-entropy) or ``"focal"``
+            (MONAI ``FocalLoss``, gamma 2).
+        regularizer: ``"none"``, ``"meep_entropy"`` (Eq. 1, ``MEEPLoss``), ``"meep_kl"`` (Eq. 2, ``MEEPLoss``) or
+            ``"confidence_penalty"`` (all-voxel entropy, ``ConfidencePenaltyLoss``).
+        weight: the regulariser weight (lambda / beta); ``None`` takes the paper's value for ``task`` and ``base``
+            (``task`` is then required for the MEEP regularisers).
+        task: ``"wmh"`` or ``"la"``; only used to look up the paper's lambda.
+        ignore_index: label left out of the loss and of the error set (2 for WMH).
+
+    Returns:
+        a ``torch.nn.modules.loss._Loss`` taking ``(input, target)``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid names), a negative weight, or a missing ``task``
+            when the paper's lambda is needed.
+
+    Example::
+
+        >>> loss = build_loss("dice", "meep_kl", task="la")  # lambda = 0.5
+        >>> loss(torch.randn(2, 2, 8, 8, 8), torch.randint(0, 2, (2, 1, 8, 8, 8))).shape
+        torch.Size([])
+    """
+    base = _check("base loss", base, BASE_LOSSES)
+    regularizer = _check("regularizer", regularizer, REGULARIZERS)
+    if task is not None:
+        task = _check("task", task, TASKS)
+    if ignore_index is not None and not isinstance(ignore_index, int):
+        raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}.")
+    seg = _base_loss(base, ignore_index)
+    if regularizer == "none":
+        return seg
+    if weight is None:
+        if regularizer != "confidence_penalty" and task is None:
+            raise ValueError(
+                f"regularizer {regularizer!r} needs either weight=<lambda> or task='wmh'|'la' for the paper's lambda."
+            )
+        weight = paper_lambda(task or "la", base, regularizer)
+    weight = float(weight)
+    if not weight >= 0.0:
+        raise ValueError(f"regularizer weight must be >= 0, got {weight}.")
+    from monai_meep.losses.meep import ConfidencePenaltyLoss, MEEPLoss  # the losses engineer's wrappers
+
+    if regularizer == "confidence_penalty":
+        # the penalty covers all voxels and needs no labels; its label check rejects ignore_index values (WMH label 2),
+        # so it is switched off when an ignore_index is in use (the base loss still checks the labels)
+        return ConfidencePenaltyLoss(seg, weight=weight, activation="softmax", validate=ignore_index is None)
+    kind = "entropy" if regularizer == "meep_entropy" else "kl"
+    return MEEPLoss(seg, regularizer=kind, weight=weight, ignore_index=ignore_index, activation="softmax")

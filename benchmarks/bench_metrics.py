@@ -264,7 +264,8 @@ def worker(case: str, method: str, voxels: int, device: str) -> dict[str, Any]:
     import gc
 
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(os.cpu_count() or 1)
+    threads = int(os.environ.get("BENCH_METRICS_THREADS") or os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     num_classes = 2 if case == "binary" else 3
     run_dev = "cpu" if method in ("netcal", "reference") else device
     small = _prepare(method, case, *make_data(case, 4096, run_dev, seed=1))
@@ -291,6 +292,7 @@ def worker(case: str, method: str, voxels: int, device: str) -> dict[str, Any]:
         "device": run_dev,
         "time_s": elapsed,
         "cpu_s": cpu,
+        "threads": threads,
         **values,
     }
     row["peak_extra_mb"] = None if peak is None or rss0 is None else (peak - rss0) / 1024
@@ -300,9 +302,11 @@ def worker(case: str, method: str, voxels: int, device: str) -> dict[str, Any]:
     return row
 
 
-def _spawn(case: str, method: str, voxels: int, device: str, timeout: float) -> dict[str, Any]:
+def _spawn(case: str, method: str, voxels: int, device: str, timeout: float, threads: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_metrics", "--worker", case, method, str(voxels), device]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if threads:
+        env["BENCH_METRICS_THREADS"] = str(threads)
     try:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -321,6 +325,7 @@ def run(
     retries: int = 2,
     cases: tuple[str, ...] = CASES,
     methods: tuple[str, ...] = METHODS,
+    threads: int = 0,
 ) -> list[dict]:
     """Run every (case, method) at ``voxels`` on ``device``; returns one dict per row with errors vs the reference
     (always computed, also when ``methods`` leaves it out) and time ratios vs ours (when ours is run).
@@ -337,7 +342,7 @@ def run(
         for method in methods:
             n = voxels
             for _ in range(retries + 1):
-                row = _spawn(case, method, n, device, timeout)
+                row = _spawn(case, method, n, device, timeout, threads)
                 if "error" not in row or n < 4096 * 4:
                     break
                 n //= 4
@@ -351,7 +356,7 @@ def run(
                 continue
             ref = refs.get(row["voxels"])
             if ref is None:  # the method ran at a reduced size: compute the matching reference
-                ref = refs[row["voxels"]] = _spawn(case, "reference", row["voxels"], device, timeout)
+                ref = refs[row["voxels"]] = _spawn(case, "reference", row["voxels"], device, timeout, threads)
             _compare(row, ref)
             if ours is not None and ours["voxels"] == row["voxels"]:
                 row["time_ratio_vs_ours"] = row["time_s"] / ours["time_s"]
@@ -429,6 +434,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--voxels", type=float, default=1e8)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: all CPU cores)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -442,7 +448,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit("--device cuda requested but torch.cuda.is_available() is False.")
     started = datetime.datetime.now(datetime.timezone.utc)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    rows = run(args.device, args.voxels, args.timeout, cases=tuple(args.cases), methods=tuple(args.methods))
+    rows = run(
+        args.device,
+        args.voxels,
+        args.timeout,
+        cases=tuple(args.cases),
+        methods=tuple(args.methods),
+        threads=args.threads,
+    )
     table = format_table(rows)
     print(table)
     print(
@@ -458,6 +471,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "load_average_at_start": load,
         "num_bins": NUM_BINS,
         "requested_voxels": int(args.voxels),
+        "threads": args.threads or os.cpu_count(),
         "rows": rows,
         "table": table,
     }

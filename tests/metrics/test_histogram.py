@@ -241,3 +241,73 @@ def test_cuda_state_equals_cpu_state():
     for k, v in cpu.state_dict().items():
         if isinstance(v, torch.Tensor):
             torch.testing.assert_close(getattr(gpu, k).cpu(), v, rtol=1e-12, atol=1e-12, msg=k)
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def cpu_path(request, monkeypatch):
+    """CPU updates run a NumPy implementation; the torch one (used on CUDA) is checked on the CPU by switching."""
+    import monai_meep.metrics.histogram as hist_module
+
+    monkeypatch.setattr(hist_module, "_NUMPY_ON_CPU", request.param == "numpy")
+    return request.param
+
+
+def _nll_ref(probs, target, mask, eps):
+    p = np.moveaxis(probs.double().numpy(), 1, -1).reshape(-1, probs.shape[1])
+    if p.shape[1] == 1:
+        p = np.concatenate([1 - p, p], 1)
+    y = target.numpy().reshape(-1).astype(np.int64)
+    keep = np.ones_like(y, bool) if mask is None else mask.numpy().reshape(-1)
+    return -np.log(np.maximum(p[keep][np.arange(int(keep.sum())), y[keep]], eps)).sum()
+
+
+@pytest.mark.parametrize("chunk", [37, 1000, 1 << 18])
+def test_both_cpu_paths_match_numpy(cpu_path, chunk):
+    """Odd chunk sizes: partial chunks, chunks across images, NLL group padding; masks, one-hot and float64 inputs."""
+    probs, target, mask = _data(b=2, c=4, shape=(9, 11, 7), seed=5)
+    onehot = torch.nn.functional.one_hot(target[:, 0], 4).movedim(-1, 1)
+    for p, t, m in ((probs, target, None), (probs, onehot, mask), (probs.double(), target, mask)):
+        h = CalibrationHistogram(4, num_sub_bins=90, chunk_size=chunk).update(p, t, mask=m)
+        ref = _numpy_state(probs.double() if p.dtype == torch.float64 else probs, target, m, 90)
+        ref["nll_sum"] = _nll_ref(p, target, m, torch.finfo(p.dtype).eps)
+        _assert_state(h, ref)
+
+
+def test_bin_edges_and_arg_max_ties_are_exact(cpu_path):
+    """Probabilities exactly on sub-bin edges and one ulp either side (float32 and float64), and exact ties for the
+    top label (first arg-max wins, as np.argmax): integer fields must equal the float64 NumPy recomputation."""
+    s_bins = 6000
+    k = torch.arange(0, s_bins + 1, 7, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        edge = (k / s_bins).to(dtype)
+        p1 = torch.cat(
+            [edge, torch.nextafter(edge, torch.ones_like(edge)), torch.nextafter(edge, torch.zeros_like(edge))]
+        )
+        p1 = p1.clamp(0, 1).view(1, 1, -1)
+        y = (torch.arange(p1.numel()) % 2).view(1, 1, -1)
+        h = CalibrationHistogram(2, num_sub_bins=s_bins).update(p1, y)
+        ref = _numpy_state(torch.cat([1 - p1.double(), p1.double()], 1), y, None, s_bins)
+        for key in ("counts", "positives", "top_counts", "top_correct"):
+            np.testing.assert_array_equal(getattr(h, key).numpy(), ref[key], err_msg=f"{dtype} {key}")
+    rows = [[0.25, 0.375, 0.375, 0.0], [0.5, 0.5, 0.0, 0.0], [0.25] * 4, [0.125, 0.375, 0.125, 0.375], [0, 0, 0.5, 0.5]]
+    p = torch.tensor(rows, dtype=torch.float32).repeat(4, 1)  # every row with every label
+    y = torch.arange(4).repeat_interleave(len(rows))
+    probs, target = p.t().reshape(1, 4, -1), y.view(1, 1, -1)
+    h = CalibrationHistogram(4, num_sub_bins=60).update(probs, target)
+    _assert_state(h, _numpy_state(probs, target, None, 60))
+    assert int(h.top_correct.sum()) == sum(int(np.argmax(r) == lab) for lab in range(4) for r in rows)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_nll_of_saturated_predictions_is_finite_and_exact(cpu_path, dtype):
+    """Hundreds of voxels with p_y == 0 (more than one NLL product group): each costs -log(eps) of the input dtype,
+    with no underflow of the grouped products."""
+    g = torch.Generator().manual_seed(7)
+    p = torch.rand(1, 1, 1003, generator=g).to(dtype)
+    y = (torch.rand(1, 1, 1003, generator=g) < 0.5).long()
+    p[0, 0, :400] = (1 - y[0, 0, :400]).to(dtype)  # confidently wrong: p_y == 0
+    h = CalibrationHistogram(2, chunk_size=333).update(p, y)
+    eps = torch.finfo(dtype).eps
+    assert np.isfinite(float(h.nll_sum))
+    np.testing.assert_allclose(float(h.nll_sum), _nll_ref(p.float(), y, None, eps), rtol=1e-12)
+    assert float(h.nll_sum) >= 400 * -np.log(eps) * (1 - 1e-12)

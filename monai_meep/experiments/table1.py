@@ -1,0 +1,402 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The paper's Table 1, regenerated through the bundles: ``python -m monai_meep.experiments table1 --task la``.
+
+Every row's models are trained per seed with the task bundle's ``train.json`` and scored on the test split with
+``evaluate.json`` (one place defines the pipeline). The post-hoc rows (+PS Platt scaling, +IR isotonic regression)
+reuse the vanilla Dice / CE model of the same seed: ``calibrate.json`` fits the calibrator on the validation split
+with the network frozen, then ``evaluate.json`` applies it. Outputs under ``--out``: ``table1.md`` / ``table1.csv``
+(paper layout; aggregation in :mod:`table_format`), ``per_subject/<row>.csv``, ``reliability.png``,
+``probability_histogram.png`` and ``manifest.json``; per run, the bundle's checkpoints, logs and CSVs under
+``runs/<model>/seed<k>/``.
+
+Resumable and parallel-safe: each unit of work (train + evaluate one model, or fit + evaluate one calibrator) holds
+an exclusive lock while it runs and is done when its marker file (written atomically, last) exists; finished units
+are skipped, an interrupted training resumes from the bundle's last checkpoint, and several processes may share one
+``--out``. ``--time-limit`` stops before a unit that would not finish in time (estimated from the finished ones);
+the exit code is then 75 and rerunning the same command continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monai_meep.experiments.bundle_runner import bundle_dir, run_bundle
+from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
+from monai_meep.experiments.table_format import export_results, write_outputs, write_text
+
+__all__ = ["BUDGETS", "MODELS", "ROWS", "EXIT_STOPPED", "add_parser", "export_results", "resolve_rows", "run_table1"]
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by --time-limit, rerun to continue
+
+# trained models: slug -> bundle loss overrides (lambda / beta: the paper's defaults of build_loss)
+MODELS: dict[str, dict[str, str]] = {
+    "dice": {"base_loss": "dice", "regularizer": "none"},
+    "dice_hy": {"base_loss": "dice", "regularizer": "confidence_penalty"},
+    "dice_hyw": {"base_loss": "dice", "regularizer": "meep_entropy"},
+    "dice_klyw": {"base_loss": "dice", "regularizer": "meep_kl"},
+    "ce": {"base_loss": "ce", "regularizer": "none"},
+    "ce_hy": {"base_loss": "ce", "regularizer": "confidence_penalty"},
+    "ce_hyw": {"base_loss": "ce", "regularizer": "meep_entropy"},
+    "ce_klyw": {"base_loss": "ce", "regularizer": "meep_kl"},
+    "fl": {"base_loss": "focal", "regularizer": "none"},
+}
+
+# table rows in the paper's order: (name, slug, model slug, post-hoc calibrator or None)
+ROWS: list[tuple[str, str, str, str | None]] = [
+    ("Dice", "dice", "dice", None),
+    ("Dice+PS", "dice_ps", "dice", "platt"),
+    ("Dice+IR", "dice_ir", "dice", "isotonic"),
+    ("Dice+H(Y)", "dice_hy", "dice_hy", None),
+    ("Dice+H(Y_w)", "dice_hyw", "dice_hyw", None),
+    ("Dice+KL(Y_w)", "dice_klyw", "dice_klyw", None),
+    ("CE", "ce", "ce", None),
+    ("CE+PS", "ce_ps", "ce", "platt"),
+    ("CE+IR", "ce_ir", "ce", "isotonic"),
+    ("CE+H(Y)", "ce_hy", "ce_hy", None),
+    ("CE+H(Y_w)", "ce_hyw", "ce_hyw", None),
+    ("CE+KL(Y_w)", "ce_klyw", "ce_klyw", None),
+    ("FL", "fl", "fl", None),
+]
+
+
+def _compare_budgets() -> dict[str, dict[str, dict[str, Any]]]:
+    from monai_meep.experiments.compare import BUDGETS as compare_budgets
+
+    return compare_budgets
+
+
+# Budget -> task -> bundle overrides. "quick" and "cpu" are the main job's "quick" / "default" settings (shared, so
+# the two commands train the same small models); "full" is the bundle's own defaults: the paper's setting.
+BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": _compare_budgets()["quick"],
+    "cpu": _compare_budgets()["default"],
+    "full": {"la": {}, "wmh": {}},
+}
+# first-unit time estimates (s) before any unit has finished: (train + evaluate, calibrate + evaluate)
+_DEFAULT_ESTIMATE = {"quick": (0.0, 0.0), "cpu": (0.0, 0.0), "full": (0.0, 0.0)}
+PHANTOM_ONLY = ("num_subjects", "scale")  # phantom-size overrides, dropped for a real data set
+
+
+def resolve_rows(rows: Sequence[str] | None) -> list[tuple[str, str, str, str | None]]:
+    """Rows by name (``"Dice+KL(Y_w)"``) or slug (``"dice_klyw"``), case-insensitive, in the paper's order.
+
+    Raises:
+        ValueError: an unknown row (the message lists the valid ones).
+    """
+    if not rows:
+        return list(ROWS)
+    wanted = [r.strip().lower() for part in rows for r in part.split(",") if r.strip()]
+    known = {k: row for row in ROWS for k in (row[0].lower(), row[1])}
+    bad = [r for r in wanted if r not in known]
+    if bad:
+        raise ValueError(f"unknown row(s) {bad}; valid rows: {', '.join(r[0] for r in ROWS)} (or slugs "
+                         f"{', '.join(r[1] for r in ROWS)}).")
+    chosen = {known[r][1] for r in wanted}
+    return [r for r in ROWS if r[1] in chosen]
+
+
+@dataclass
+class Unit:
+    """One unit of work: ``kind`` "train" (train + evaluate ``model``) or "posthoc" (fit + evaluate ``method``)."""
+
+    kind: str
+    model: str
+    seed: int
+    run_dir: Path
+    method: str | None = None
+    row: str | None = None  # table row this unit fills (None: a dependency only)
+    depends: Unit | None = field(default=None, repr=False)
+
+    @property
+    def tag(self) -> str:
+        return "train" if self.method is None else self.method
+
+    @property
+    def marker(self) -> Path:
+        return self.run_dir / f"done_{self.tag}.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval" / ("test" if self.method is None else f"test_{self.method}")
+
+    def done(self) -> bool:
+        return self.marker.is_file()
+
+
+def _logging_conf(run_dir: Path) -> str:
+    """A logging config sending the bundle's log to ``run_dir/bundle.log`` (the console keeps the progress bar)."""
+    path = run_dir / "logging.conf"
+    log = run_dir / "bundle.log"
+    write_text(path, "[loggers]\nkeys=root\n\n[handlers]\nkeys=file\n\n[formatters]\nkeys=plain\n\n"
+               "[logger_root]\nlevel=INFO\nhandlers=file\n\n"
+               f"[handler_file]\nclass=FileHandler\nlevel=INFO\nformatter=plain\nargs=({str(log)!r}, 'a')\n\n"
+               "[formatter_plain]\nformat=%(asctime)s - %(name)s - %(levelname)s - %(message)s\n")
+    return str(path)
+
+
+def _saver_override(task: str) -> dict[str, str]:
+    """Swap evaluate.json's ``MetricsSaver`` for :class:`PreciseMetricsSaver` (MONAI writes 4 decimals only)."""
+    cfg = json.loads((bundle_dir(task) / "configs" / "evaluate.json").read_text())
+    for i, h in enumerate(cfg.get("validate#handlers", [])):
+        if isinstance(h, dict) and h.get("_target_") in ("MetricsSaver", "monai.handlers.MetricsSaver"):
+            return {f"validate#handlers#{i}#_target_": "monai_meep.experiments.precise_saver.PreciseMetricsSaver"}
+    return {}
+
+
+def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """Run one unit through the bundle and write its marker (atomically, last); return the run record."""
+    unit.run_dir.mkdir(parents=True, exist_ok=True)
+    log_conf = _logging_conf(unit.run_dir)
+    over = {**common, **MODELS[unit.model], "run_dir": str(unit.run_dir), "seed": unit.seed}
+    ev = {**over, **_saver_override(task), "save_maps": False, "eval_dir": str(unit.eval_dir)}
+    started, t0, stages = utc_now(), time.perf_counter(), {}
+    if unit.method is None:
+        trained = unit.run_dir / "trained.json"
+        if not trained.is_file():  # else a previous call trained it and stopped before the evaluation finished
+            stages["train_s"] = run_bundle(task, "train", over, logging_file=log_conf)
+            atomic_write_json(trained, {"finished": utc_now(), "train_s": stages["train_s"]})
+        stages["evaluate_s"] = run_bundle(task, "evaluate", ev, logging_file=log_conf)
+    else:
+        stages["calibrate_s"] = run_bundle(
+            task, "calibrate", {**over, "calibration_method": unit.method}, logging_file=log_conf
+        )
+        stages["evaluate_s"] = run_bundle(task, "evaluate", {**ev, "calibrator": unit.method}, logging_file=log_conf)
+    missing = [f for f in ("val_mean_dice_raw.csv", "val_ece_raw.csv") if not (unit.eval_dir / f).is_file()]
+    if missing:
+        raise RuntimeError(f"evaluation of {unit.model} seed {unit.seed} wrote no {missing} in {unit.eval_dir}; "
+                           f"see {unit.run_dir / 'bundle.log'}.")
+    record = {
+        "kind": unit.kind, "model": unit.model, "method": unit.method, "row": unit.row, "seed": unit.seed,
+        "run_dir": str(unit.run_dir), "eval_dir": str(unit.eval_dir), "overrides": over, "stages_s": stages,
+        "wall_s": time.perf_counter() - t0, "started": started, "finished": utc_now(),
+        "device": env["device"], "versions": env["versions"], "git": env["git"], "host": env["host"],
+    }
+    atomic_write_json(unit.marker, record)
+    return record
+
+
+def _plan(rows: Sequence[tuple[str, str, str, str | None]], seeds: Sequence[int], runs: Path) -> list[Unit]:
+    """Units in execution order: seed by seed (a partial run fills whole seeds first), each post-hoc unit right after
+    the model it calibrates."""
+    units: list[Unit] = []
+    for seed in seeds:
+        trains: dict[str, Unit] = {}
+        for name, _, model, method in rows:
+            if model not in trains:
+                trains[model] = Unit("train", model, seed, runs / model / f"seed{seed}")
+                units.append(trains[model])
+            if method is None:
+                trains[model].row = name
+            else:
+                units.append(Unit("posthoc", model, seed, trains[model].run_dir, method, name, trains[model]))
+    return units
+
+
+def _estimate(units: Sequence[Unit], kind: str, budget: str) -> float:
+    """Median wall time of the finished units of ``kind`` (from their markers), else the budget's default."""
+    times = [r["wall_s"] for u in units if u.kind == kind and (r := read_json(u.marker)) and "wall_s" in r]
+    return statistics.median(times) if times else _DEFAULT_ESTIMATE[budget][kind == "posthoc"]
+
+
+def _invalidate(unit: Unit) -> bool:
+    """Remove ``unit``'s markers (under its lock) so it runs again; ``False`` if another process holds it."""
+    lock = RunLock(unit.run_dir / f".lock_{unit.tag}")
+    if not lock.acquire():
+        return False
+    try:
+        for p in (unit.marker, unit.run_dir / "trained.json"):
+            p.unlink(missing_ok=True)
+    finally:
+        lock.release()
+    return True
+
+
+def _check_experiment(out: Path, spec: dict[str, Any]) -> None:
+    """Record the experiment's settings in ``out``; refuse an ``out`` that holds a different experiment."""
+    path = out / "experiment.json"
+    old = read_json(path)
+    if old is None:
+        atomic_write_json(path, spec)
+    elif old != json.loads(json.dumps(spec, default=str)):
+        diff = {k: (old.get(k), spec.get(k)) for k in set(old) | set(spec) if old.get(k) != spec.get(k)}
+        raise ValueError(f"{out} holds another experiment (setting: (there, requested) = {diff}); use another --out.")
+
+
+def run_table1(
+    task: str = "la",
+    out: str | Path = "./runs/table1",
+    rows: Sequence[str] | None = None,
+    seeds: int = 3,
+    backbone: str = "unet",
+    budget: str = "quick",
+    dataset_dir: str = "",
+    time_limit: float | None = None,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+    poll_s: float = 5.0,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Train / calibrate / evaluate every (row, seed) through the ``task`` bundle and write Table 1 under ``out``.
+
+    Args:
+        task: ``"wmh"`` or ``"la"``.
+        out: output folder (created); rerunning with the same folder resumes.
+        rows: row names or slugs (default: all 13 rows of the paper).
+        seeds: number of models per row (seeds ``0 .. seeds-1`` of the bundle's ``seed``; the data split is fixed).
+        backbone: ``"unet"`` or ``"resunet"``.
+        budget: ``"quick"`` (CPU smoke run), ``"cpu"`` (2-core CPU), ``"full"`` (the paper's setting, GPU).
+        dataset_dir: a real data set in a supported layout; empty: the built-in phantom.
+        time_limit: minutes; no unit is started that the estimate says would end after it.
+        extra: further bundle overrides for every run (e.g. ``{"split": "loso", "held_out_site": "GE3T"}``).
+        progress: show a tqdm bar of (row, seed) cells done and the estimated time left.
+        poll_s: wait between checks for units another process is running.
+        figures: draw the reliability and probability-histogram figures.
+
+    Returns:
+        ``{"table", "complete", "cells_done", "cells_total", "files", "stopped"}``.
+
+    Raises:
+        ValueError: bad task / budget / backbone / rows / seeds, or an ``out`` holding another experiment.
+    """
+    if task not in ("la", "wmh"):
+        raise ValueError(f"unknown task {task!r}; valid values are la, wmh.")
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; valid values are {', '.join(BUDGETS)}.")
+    if backbone not in ("unet", "resunet"):
+        raise ValueError(f"unknown backbone {backbone!r}; valid values are unet, resunet.")
+    if int(seeds) < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}.")
+    chosen = resolve_rows(rows)
+    out = Path(out).expanduser().absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    settings = dict(BUDGETS[budget][task])
+    if dataset_dir:
+        settings = {k: v for k, v in settings.items() if k not in PHANTOM_ONLY}
+    if budget != "full":  # validate once at the end: model.pt is the final model (full: best validation Dice)
+        settings.update(num_workers=0, val_interval=settings["max_epochs"])
+    common = {**settings, "dataset_dir": dataset_dir, "backbone": backbone, "progress": False, **(extra or {})}
+    _check_experiment(out, {"task": task, "backbone": backbone, "budget": budget, "dataset_dir": dataset_dir,
+                            "overrides": common})
+    seed_list = list(range(int(seeds)))
+    units = _plan(chosen, seed_list, out / "runs")
+    cells = [u for u in units if u.row is not None]
+    env = environment_info()
+    deadline = time.time() + 60.0 * float(time_limit) if time_limit is not None else math.inf
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(cells), initial=sum(u.done() for u in cells), unit="run", disable=not progress,
+               desc=f"table1 {task} {budget}", dynamic_ncols=True)
+    pending = [u for u in units if not u.done()]
+    stopped = False
+    while pending and not stopped:
+        progressed = False
+        for u in list(pending):
+            if u.done():  # finished by another process
+                pending.remove(u)
+                bar.update(u.row is not None)
+                continue
+            if u.depends is not None and not u.depends.done():
+                continue
+            # the vanilla model was trained on another machine whose checkpoints did not travel (e.g. a GPU session
+            # that stopped between the two): it is retrained and re-scored, so a row and its PS / IR share one model
+            retrain = u.depends is not None and not (u.run_dir / "models" / "model.pt").is_file()
+            # a vanilla model's post-hoc units follow it at once: budget for them too, so a stop never separates them
+            est = _estimate(units, u.kind, budget) + sum(
+                _estimate(units, "posthoc", budget) for p in pending if p.depends is u and not p.done())
+            if retrain:
+                est += _estimate(units, "train", budget)
+            if time.time() + est > deadline:
+                stopped = True
+                break
+            if retrain:
+                if _invalidate(u.depends):
+                    pending.insert(pending.index(u), u.depends)
+                    bar.update(-int(u.depends.row is not None))
+                continue
+            lock = RunLock(u.run_dir / f".lock_{u.tag}")
+            if not lock.acquire():
+                continue
+            try:
+                if not u.done():
+                    bar.set_postfix_str(f"{u.row or u.model} seed {u.seed}", refresh=True)
+                    _run_unit(task, u, common, env)
+            finally:
+                lock.release()
+            pending.remove(u)
+            progressed = True
+            bar.update(u.row is not None)
+            left = sum(_estimate(units, p.kind, budget) for p in pending)
+            bar.set_postfix_str(f"~{left / 60:.1f} min left" if left else "", refresh=True)
+        if pending and not progressed and not stopped:
+            if time.time() + poll_s > deadline:
+                stopped = True
+            else:
+                time.sleep(poll_s)
+    bar.close()
+    result = write_outputs(out, task, budget, backbone, chosen, seed_list, units, env, common, dataset_dir,
+                           figures=figures)
+    result["stopped"] = stopped
+    return result
+
+
+def add_common_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
+    """Options shared by ``table1`` and ``domain-shift``."""
+    p.add_argument("--dataset-dir", default="", help="a real data set in a supported layout (default: the phantom)")
+    p.add_argument("--backbone", choices=("unet", "resunet"), default="unet")
+    p.add_argument("--seeds", type=int, default=3, help="models per row (default 3, as in the paper)")
+    p.add_argument("--rows", nargs="+", default=None, help="row names or slugs (default: all 13); e.g. dice dice_ps")
+    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick",
+                   help="quick: CPU smoke run; cpu: 2-core CPU; full: the paper's setting (GPU)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                   help="stop before starting work that would not finish within MIN minutes (exit code 75)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--export", default="", metavar="DIR",
+                   help="also copy the tables, figures, per-subject CSVs and manifest to DIR (e.g. results/la_quick)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra bundle override for every run, VALUE parsed as JSON when possible (repeatable)")
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> overrides, values parsed as JSON when possible."""
+    extra: dict[str, Any] = {}
+    for kv in items:
+        if "=" not in kv:
+            raise SystemExit(f"--set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        try:
+            extra[k] = json.loads(v)
+        except json.JSONDecodeError:
+            extra[k] = v
+    return extra
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``table1`` on the ``python -m monai_meep.experiments`` parser."""
+    p = subparsers.add_parser("table1", help="the paper's Table 1 (all rows x seeds) through the bundles",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", choices=("wmh", "la"), required=True)
+    add_common_arguments(p, "./runs/table1/<task>_<backbone>_<budget>")
+    p.set_defaults(func=_main)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    out = args.out if "<task>" not in args.out else f"./runs/table1/{args.task}_{args.backbone}_{args.budget}"
+    res = run_table1(task=args.task, out=out, rows=args.rows, seeds=args.seeds, backbone=args.backbone,
+                     budget=args.budget, dataset_dir=args.dataset_dir, time_limit=args.time_limit,
+                     extra=parse_set(args.set), progress=not args.no_progress)
+    if args.export:
+        export_results(out, args.export)
+    print((Path(out) / "table1.md").read_text())
+    print(f"[table1] {res['cells_done']}/{res['cells_total']} runs done -> {Path(out).absolute()}")
+    return EXIT_STOPPED if res["stopped"] and not res["complete"] else 0

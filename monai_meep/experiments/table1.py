@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import bundle_dir, run_bundle
+from monai_meep.experiments.bundle_runner import run_bundle
 from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
 from monai_meep.experiments.table_format import export_results, write_outputs, write_text
 
@@ -143,21 +143,12 @@ def _logging_conf(run_dir: Path) -> str:
     return str(path)
 
 
-def _saver_override(task: str) -> dict[str, str]:
-    """Swap evaluate.json's ``MetricsSaver`` for :class:`PreciseMetricsSaver` (MONAI writes 4 decimals only)."""
-    cfg = json.loads((bundle_dir(task) / "configs" / "evaluate.json").read_text())
-    for i, h in enumerate(cfg.get("validate#handlers", [])):
-        if isinstance(h, dict) and h.get("_target_") in ("MetricsSaver", "monai.handlers.MetricsSaver"):
-            return {f"validate#handlers#{i}#_target_": "monai_meep.experiments.precise_saver.PreciseMetricsSaver"}
-    return {}
-
-
 def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     """Run one unit through the bundle and write its marker (atomically, last); return the run record."""
     unit.run_dir.mkdir(parents=True, exist_ok=True)
     log_conf = _logging_conf(unit.run_dir)
     over = {**common, **MODELS[unit.model], "run_dir": str(unit.run_dir), "seed": unit.seed}
-    ev = {**over, **_saver_override(task), "save_maps": False, "eval_dir": str(unit.eval_dir)}
+    ev = {**over, "save_maps": False, "eval_dir": str(unit.eval_dir)}
     started, t0, stages = utc_now(), time.perf_counter(), {}
     if unit.method is None:
         trained = unit.run_dir / "trained.json"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .calibration import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
 from .distance import HausdorffDistanceMM
+from .metrics_saver import PreciseMetricsSaver
 from .reliability import ReliabilityDiagramSaver
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
     "HausdorffDistanceMM",
+    "PreciseMetricsSaver",
     "ReliabilityDiagramSaver",
 ]

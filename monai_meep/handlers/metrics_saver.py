@@ -3,10 +3,9 @@
 """A ``MetricsSaver`` whose per-subject CSVs keep the values' precision.
 
 MONAI 1.6's ``write_metrics_reports`` formats float64 values with ``.4f``: a per-subject Brier score of 8.25e-4 is
-written as ``0.0008``, a resolution of one whole unit of the paper's Brier (x1e-4) column. The Table 1 runner swaps
-the evaluate config's ``MetricsSaver`` for this subclass (one ``_target_`` override, everything else as the bundle
-defines it). float32 values are written by MONAI with ``str()``, i.e. all of their ~7 significant digits, so the
-details are handed over as float32 for the duration of the write.
+written as ``0.0008``, a resolution of one whole unit of the paper's Brier (x1e-4) column. The bundles' evaluate
+configs use this subclass in place of ``MetricsSaver``. float32 values are written by MONAI with ``str()``, i.e.
+all of their ~7 significant digits, so the details are handed over as float32 for the duration of the write.
 """
 
 from __future__ import annotations

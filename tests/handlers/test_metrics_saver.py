@@ -1,0 +1,38 @@
+"""PreciseMetricsSaver keeps the significant digits that MONAI's MetricsSaver rounds away."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import MetricsSaver
+
+from monai_meep.handlers import PreciseMetricsSaver
+
+DETAILS = torch.tensor([[8.25e-4], [1.234567e-5]], dtype=torch.float64)
+
+
+def _run(saver_cls, out_dir) -> list[list[str]]:
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _fill(e):  # registered before the saver, so it runs first
+        e.state.metrics = {"brier": float(DETAILS.mean())}
+        e.state.metric_details = {"brier": DETAILS}
+
+    saver_cls(save_dir=str(out_dir), metrics="*", metric_details="*", batch_transform=lambda b: b).attach(engine)
+    engine.run([[{"filename_or_obj": "a.nii.gz"}, {"filename_or_obj": "b.nii.gz"}]], max_epochs=1)
+    with open(out_dir / "brier_raw.csv") as f:
+        return list(csv.reader(f))
+
+
+def test_per_subject_values_keep_their_digits(tmp_path):
+    (tmp_path / "monai").mkdir()
+    (tmp_path / "ours").mkdir()
+    monai_rows = _run(MetricsSaver, tmp_path / "monai")
+    our_rows = _run(PreciseMetricsSaver, tmp_path / "ours")
+    ours = [float(r[1]) for r in our_rows[1:]]
+    theirs = [float(r[1]) for r in monai_rows[1:]]
+    torch.testing.assert_close(torch.tensor(ours, dtype=torch.float64), DETAILS[:, 0], rtol=1e-6, atol=0)
+    assert theirs[1] == 0.0  # MONAI's 4 decimals lose a 1.2e-5 value entirely: the reason this class exists

@@ -148,11 +148,10 @@ def build_loss(
     weight = float(weight)
     if not weight >= 0.0:
         raise ValueError(f"regularizer weight must be >= 0, got {weight}.")
-    from monai_meep.losses.meep import ConfidencePenaltyLoss, MEEPLoss  # the losses engineer's wrappers
+    from monai_meep.losses.meep import ConfidencePenaltyLoss, MEEPLoss
 
     if regularizer == "confidence_penalty":
-        # the penalty covers all voxels and needs no labels; its label check rejects ignore_index values (WMH label 2),
-        # so it is switched off when an ignore_index is in use (the base loss still checks the labels)
-        return ConfidencePenaltyLoss(seg, weight=weight, activation="softmax", validate=ignore_index is None)
+        # the penalty covers all voxels and reads no labels, so WMH label 2 passes; the base loss checks the labels
+        return ConfidencePenaltyLoss(seg, weight=weight, activation="softmax")
     kind = "entropy" if regularizer == "meep_entropy" else "kl"
     return MEEPLoss(seg, regularizer=kind, weight=weight, ignore_index=ignore_index, activation="softmax")

@@ -8,6 +8,10 @@ score (all voxels and the positive stratum), the negative log-likelihood and a t
 histogram. Counts are int64 and sums float64, so results stay exact far past the 2**24 additions where float32
 accumulators (MONAI 1.6's ``calibration_binning``, torchmetrics) stop counting. Memory is ``O(C * S)``, independent
 of the number of voxels; inputs are processed in chunks so float64 temporaries stay bounded.
+
+This module holds the state, its reductions and the update's checks and dispatch; a chunk's statistics are
+computed by :mod:`._histogram_numpy` (CPU) or :mod:`._histogram_torch` (CUDA), which share their validation and
+code-to-statistics step (:mod:`._histogram_common`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+from ._histogram_common import Accumulator, ChunkRules, Workspace
+from ._histogram_numpy import accumulate_numpy
+from ._histogram_torch import accumulate_torch
 
 __all__ = ["CalibrationHistogram", "DEFAULT_NUM_SUB_BINS"]
 
@@ -31,13 +38,9 @@ DEFAULT_NUM_SUB_BINS = 6000
 DEFAULT_CHUNK_SIZE = 1 << 18
 WORKSPACE_BYTES = 40 << 20
 
-# CPU updates run the NumPy twin of the torch path (see ``_accumulate_numpy``); tests switch it off to check the
-# torch path (the one CUDA uses) on the CPU.
+# CPU updates run the NumPy twin of the torch path (:mod:`._histogram_numpy`); tests switch it off to check the
+# torch path (:mod:`._histogram_torch`, the one CUDA uses) on the CPU. Read at every update, so it can be patched.
 _NUMPY_ON_CPU = True
-_SUM_MSG = (
-    "probs do not sum to 1 over channels (max deviation {err:.3g} > sum_tol={tol}); pass probabilities (softmax), "
-    "not logits, or set check_sum=False for per-class calibrated outputs."
-)
 _INT_FIELDS = ("counts", "positives", "top_counts", "top_correct")
 _FLOAT_FIELDS = ("prob_sums", "brier_sums", "brier_pos_sums", "nll_sum", "top_conf_sums")
 
@@ -52,67 +55,6 @@ def _plain(x: Any) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}.")
     return x.as_tensor() if hasattr(x, "as_tensor") else x
-
-
-def _validate_numpy(
-    p: np.ndarray, t: np.ndarray, m: np.ndarray | None, onehot: bool, ignore_index: int | None, c: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy twin of :meth:`CalibrationHistogram._validate` (same checks and messages)."""
-    if p.size == 0:
-        return p, t[0].astype(np.int64)
-    lo, hi = p.min(), p.max()  # NaN propagates through min / max, so this also catches NaN and inf
-    if not (lo >= 0 and hi <= 1):
-        if not np.isfinite(p).all():
-            raise ValueError("probs contain NaN or inf.")
-        raise ValueError(f"probs must lie in [0, 1], got values in [{float(lo):.6g}, {float(hi):.6g}].")
-    if onehot:
-        if m is not None:
-            p, t = p[:, m], t[:, m]
-        if ((t != 0) & (t != 1)).any() or (t.sum(0) != 1).any():
-            raise ValueError("one-hot target must hold 0 / 1 with exactly one 1 per voxel (where accumulated).")
-        return p, t.argmax(0)
-    keep = m
-    if ignore_index is not None:
-        keep = (t[0] != ignore_index) if keep is None else keep & (t[0] != ignore_index)
-    if keep is not None:
-        p, t = p[:, keep], t[:, keep]
-    tf = t[0]
-    if tf.dtype.kind == "f" and not (tf == np.round(tf)).all():
-        raise ValueError("index target must hold integer class labels, got non-integer values.")
-    y = tf.astype(np.int64)
-    if y.size:
-        lo_y, hi_y = int(y.min()), int(y.max())
-        if lo_y < 0 or hi_y >= c:
-            raise ValueError(f"labels must lie in [0, {c - 1}] (num_classes={c}), got values in [{lo_y}, {hi_y}].")
-    return p, y
-
-
-class _Workspace:
-    """Chunk-sized scratch buffers, allocated once per :meth:`CalibrationHistogram.update` and reused by every chunk
-    (fresh chunk-sized allocations are page-faulted in each time, which costs more than the arithmetic on them)."""
-
-    def __init__(self, c: int, n: int, s_bins: int, device: torch.device) -> None:
-        f64, i64 = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
-        # flat, so that the first c * n' elements are a contiguous (c, n') view for a shorter (masked, last) chunk
-        self.p64, self.tmp, self.code = torch.empty(c * n, **f64), torch.empty(c * n, **f64), torch.empty(c * n, **i64)
-        self.conf, self.tcode, self.pred = torch.empty(n, **f64), torch.empty(n, **i64), torch.empty(n, **i64)
-        self.flag = torch.empty(n, dtype=torch.bool, device=device)
-        self.pred2, self.iscr, self.arange = torch.empty(n, **i64), torch.empty(n, **i64), torch.arange(n, **i64)
-        self.labels = torch.arange(c, **i64)  # class indices as 0-dim tensors, for torch.where
-        self.pad = 64  # room for the NLL group padding after p_y
-        self.p_y = torch.empty(n + self.pad, **f64)
-        # stride-0 constant sources: no memory behind them
-        self.ones = torch.ones(1, 1, dtype=torch.int64, device=device).expand(1, n)
-        self.minus_ones = torch.full((1, 1), -1.0, **f64).expand(1, n)
-        self.offsets = torch.arange(0, 2 * c * s_bins, 2 * s_bins, **i64).unsqueeze(1)
-
-    @staticmethod
-    def group(eps: float) -> int:
-        """Largest power of two ``g <= 64`` with ``eps ** g`` well inside float64's normal range (``> 2^-960``)."""
-        g = 64
-        while g > 1 and g * -math.log2(eps) > 960:
-            g //= 2
-        return g
 
 
 class CalibrationHistogram:
@@ -343,17 +285,19 @@ class CalibrationHistogram:
             self.to(dev)
         delta = self._zeros(dev)
         chunk = min(self.chunk_size, max(1024, WORKSPACE_BYTES // (8 * (3 * c + 8))))
-        ws = _Workspace(c, min(chunk, b * n), self.num_sub_bins, dev)
-        use_numpy = dev.type == "cpu" and _NUMPY_ON_CPU
-        delta_np = {k: v.numpy() for k, v in delta.items()} if use_numpy else {}  # views of delta
+        ws = Workspace(c, min(chunk, b * n), self.num_sub_bins, dev)
+        # NumPy on the CPU (no OpenMP regions per op: see _histogram_numpy), torch elsewhere; same codes and stats
+        accumulate: Accumulator
+        if dev.type == "cpu" and _NUMPY_ON_CPU:
+            accumulate, acc = accumulate_numpy, {k: v.numpy() for k, v in delta.items()}  # views of delta
+        else:
+            accumulate, acc = accumulate_torch, delta
+        rules = ChunkRules(onehot, ignore_index, self.sum_tol if self.check_sum else None)
         # chunks over voxels of one image, or over whole images when several fit in one chunk
         for i, j, sl in self._chunks(b, n, chunk):
             p, t = _flat(p3, i, j, sl), _flat(t3, i, j, sl)
             m = None if m3 is None else _flat(m3, i, j, sl)[0]
-            if use_numpy:
-                self._accumulate_numpy(delta_np, ws, p, t, m, onehot, ignore_index)
-            else:
-                self._accumulate(delta, ws, p, t, m, onehot, ignore_index)
+            accumulate(acc, ws, p, t, m, rules)
         for key, v in delta.items():
             getattr(self, key).add_(v.to(self.device))
         return self
@@ -370,194 +314,6 @@ class CalibrationHistogram:
         for i in range(b):
             for k in range(0, n, chunk):
                 yield i, i + 1, slice(k, min(n, k + chunk))
-
-    def _validate(
-        self, p: torch.Tensor, t: torch.Tensor, m: torch.Tensor | None, onehot: bool, ignore_index: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Check one chunk and drop the voxels that are not scored; returns ``(p (C', n), labels (n,) int64)``."""
-        c = self.num_classes
-        if p.numel() == 0:
-            return p, t[0].long()
-        lo, hi = torch.aminmax(p)  # NaN propagates through min / max, so this also catches NaN and inf
-        if not (bool(lo >= 0) and bool(hi <= 1)):
-            if not bool(torch.isfinite(p).all()):
-                raise ValueError("probs contain NaN or inf.")
-            raise ValueError(f"probs must lie in [0, 1], got values in [{float(lo):.6g}, {float(hi):.6g}].")
-        if onehot:
-            if m is not None:
-                p, t = p[:, m], t[:, m]
-            if bool(((t != 0) & (t != 1)).any()) or bool((t.sum(0) != 1).any()):
-                raise ValueError("one-hot target must hold 0 / 1 with exactly one 1 per voxel (where accumulated).")
-            return p, t.argmax(0)
-        keep = m
-        if ignore_index is not None:
-            keep = (t[0] != ignore_index) if keep is None else keep & (t[0] != ignore_index)
-        if keep is not None:
-            p, t = p[:, keep], t[:, keep]
-        tf = t[0]
-        if torch.is_floating_point(tf) and not bool((tf == torch.round(tf)).all()):
-            raise ValueError("index target must hold integer class labels, got non-integer values.")
-        y = tf.long()
-        if y.numel():
-            lo_y, hi_y = (int(v) for v in torch.aminmax(y))
-            if lo_y < 0 or hi_y >= c:
-                raise ValueError(f"labels must lie in [0, {c - 1}] (num_classes={c}), got values in [{lo_y}, {hi_y}].")
-        return p, y
-
-    def _accumulate(
-        self,
-        acc: dict[str, torch.Tensor],
-        ws: _Workspace,
-        p: torch.Tensor,
-        t: torch.Tensor,
-        m: torch.Tensor | None,
-        onehot: bool,
-        ignore_index: int | None,
-    ) -> None:
-        """Validate one chunk ``p (C', n)``, ``t (1 or C, n)``, ``m (n,)`` and add its statistics to ``acc``.
-
-        Every statistic of a chunk costs a few passes over cache-resident workspace buffers (no allocation of
-        chunk-sized tensors, whose page faults cost more than the arithmetic) and four serial ``bincount`` calls,
-        each over all classes at once: a code ``2 * (c * S + s) + [y == c]`` gives counts and positives in one
-        call and split probability sums in another (top label likewise with ``2 * s + correct``).
-        """
-        c, s_bins = self.num_classes, self.num_sub_bins
-        eps = torch.finfo(p.dtype).eps
-        p, y = self._validate(p, t, m, onehot, ignore_index)
-        n = y.numel()
-        if n == 0:
-            return
-        p64, tmp, code = (buf[: c * n].view(c, n) for buf in (ws.p64, ws.tmp, ws.code))
-        if p.shape[0] == 1:  # sigmoid foreground probability -> [1 - p, p]; 1 - p is computed in float64
-            p64[1].copy_(p[0])
-            torch.neg(p64[1], out=p64[0]).add_(1.0)
-        else:
-            p64.copy_(p)
-            if self.check_sum:
-                lo_s, hi_s = torch.aminmax(torch.sum(p64, 0, out=tmp[0]))
-                err = max(1.0 - float(lo_s), float(hi_s) - 1.0)
-                if err > self.sum_tol:
-                    raise ValueError(_SUM_MSG.format(err=err, tol=self.sum_tol))
-        y1 = y.unsqueeze(0)
-        # sub-bin floor(p * S): p * S is exact in float64 for float32/16 inputs; the float -> int64 copy truncates,
-        # and p == 1 (the closed last bin) is clamped to S - 1 after it.
-        code.copy_(torch.mul(p64, s_bins, out=tmp)).clamp_(max=s_bins - 1)
-        # top-label sub-bin = max over classes of the class sub-bins (floor and clamp are monotone), taken before
-        # the codes are rewritten
-        tcode = ws.tcode[:n]
-        torch.amax(code, 0, out=tcode) if c > 2 else torch.maximum(code[0], code[1], out=tcode)
-        torch.add(ws.offsets, code, alpha=2, out=code)
-        code.scatter_add_(0, y1, ws.ones[:, :n])  # + [y == c]
-        flat, half = code.view(-1), (c * s_bins, 2)
-        b = torch.bincount(flat, minlength=2 * c * s_bins).view(*half)
-        acc["counts"] += b.sum(1).view(c, s_bins)
-        acc["positives"] += b[:, 1].view(c, s_bins)
-        acc["prob_sums"] += torch.bincount(flat, p64.view(-1), minlength=2 * c * s_bins).view(*half).sum(1).view(c, -1)
-        # top label: confidence = max_c p_c, correct = (first arg-max == y), ties resolved as torch.max / argmax
-        conf, pred = ws.conf[:n], ws.pred[:n]
-        torch.gt(p64[1], p64[0], out=pred)  # int64 output: the arg-max of the first two classes
-        torch.maximum(p64[0], p64[1], out=conf)
-        for k in range(2, c):
-            torch.where(torch.gt(p64[k], conf, out=ws.flag[:n]), ws.labels[k], pred, out=pred)
-            torch.maximum(conf, p64[k], out=conf)
-        torch.add(torch.eq(pred, y, out=pred), tcode, alpha=2, out=tcode)
-        b = torch.bincount(tcode, minlength=2 * s_bins).view(s_bins, 2)
-        acc["top_counts"] += b.sum(1)
-        acc["top_correct"] += b[:, 1]
-        acc["top_conf_sums"] += torch.bincount(tcode, conf, minlength=2 * s_bins).view(s_bins, 2).sum(1)
-        # Brier: p - onehot(y) in place, then one dot product per class (BLAS; einsum was 3x slower); Brier+ from p_y
-        p_y = torch.gather(p64, 0, y1, out=ws.p_y[: n + ws.pad].view(1, -1)[:, :n])[0]
-        p64.scatter_add_(0, y1, ws.minus_ones[:, :n])
-        acc["brier_sums"] += torch.stack([torch.dot(row, row) for row in p64])
-        d_y = torch.sub(p_y, 1.0, out=ws.conf[:n])
-        acc["brier_pos_sums"] += torch.bincount(y, d_y.mul_(d_y), minlength=c)
-        # NLL: sum of logs = log of products over groups of g voxels (>= eps^g stays a normal float64, no underflow):
-        # one log per group instead of per voxel; the padding after p_y is ones
-        g = ws.group(eps)
-        pad = -n % g
-        full = ws.p_y[: n + pad].clamp_(min=eps)
-        full[n:] = 1.0
-        acc["nll_sum"] -= torch.log(full.view(-1, g).prod(1)).sum()
-
-    def _accumulate_numpy(
-        self,
-        acc: dict[str, np.ndarray],
-        ws: _Workspace,
-        p: torch.Tensor,
-        t: torch.Tensor,
-        m: torch.Tensor | None,
-        onehot: bool,
-        ignore_index: int | None,
-    ) -> None:
-        """:meth:`_accumulate` for CPU tensors, in NumPy: the same codes and statistics, single-threaded.
-
-        Why NumPy: dozens of millisecond-sized torch ops per chunk each open an OpenMP parallel region (and BLAS
-        threads for dot products); on a loaded, shared CPU every barrier waits for a descheduled thread, which made
-        the update 4-50x slower with 2 threads than with 1. NumPy's element-wise loops never start threads.
-        """
-        c, s_bins = self.num_classes, self.num_sub_bins
-        eps = float(torch.finfo(p.dtype).eps)
-        # NumPy has no bfloat16; float32 holds it exactly
-        p, t = (x.float() if x.dtype == torch.bfloat16 else x for x in (p, t))
-        p, y = _validate_numpy(
-            p.detach().numpy(), t.detach().numpy(), None if m is None else m.numpy(), onehot, ignore_index, c
-        )
-        n = y.size
-        if n == 0:
-            return
-        p64, tmp, code = (buf.numpy()[: c * n].reshape(c, n) for buf in (ws.p64, ws.tmp, ws.code))
-        if p.shape[0] == 1:  # sigmoid foreground probability -> [1 - p, p]; 1 - p is computed in float64
-            p64[1] = p[0]
-            np.subtract(1.0, p64[1], out=p64[0])
-        else:
-            p64[...] = p
-            if self.check_sum:
-                s = np.sum(p64, 0, out=tmp[0])
-                err = max(1.0 - float(s.min()), float(s.max()) - 1.0)
-                if err > self.sum_tol:
-                    raise ValueError(_SUM_MSG.format(err=err, tol=self.sum_tol))
-        # sub-bin floor(p * S) (exact in float64 for float32/16 inputs); p == 1 goes to the closed last bin
-        np.minimum(np.multiply(p64, s_bins, out=tmp), s_bins - 1, out=tmp)
-        np.copyto(code, tmp, casting="unsafe")  # truncation == floor for p >= 0
-        tcode = np.max(code, 0, out=ws.tcode.numpy()[:n])  # top-label sub-bin: floor and clamp are monotone
-        # positions of (y_i, i) in the flattened (C, n) chunk: the labelled class of every voxel
-        at = np.multiply(y, n, out=ws.pred.numpy()[:n])
-        at += ws.arange.numpy()[:n]
-        np.multiply(code, 2, out=code)
-        code += ws.offsets.numpy()
-        flat, p_flat = code.reshape(-1), p64.reshape(-1)
-        flat[at] += 1  # + [y == c]
-        b = np.bincount(flat, minlength=2 * c * s_bins).reshape(c, s_bins, 2)
-        acc["counts"] += b.sum(2)
-        acc["positives"] += b[..., 1]
-        acc["prob_sums"] += np.bincount(flat, p_flat, minlength=2 * c * s_bins).reshape(c, s_bins, 2).sum(2)
-        p_y = np.take(p_flat, at, out=ws.p_y.numpy()[:n])
-        # top label: confidence max_c p_c; correct = (first arg-max == y), ties resolved as torch.max / np.argmax
-        conf, pred, gt = ws.conf.numpy()[:n], ws.pred2.numpy()[:n], ws.flag.numpy()[:n]
-        np.greater(p64[1], p64[0], out=gt)
-        np.copyto(pred, gt)
-        np.maximum(p64[0], p64[1], out=conf)
-        for k in range(2, c):  # a strictly larger p_k makes k the arg-max, and k exceeds every earlier arg-max
-            np.maximum(pred, np.multiply(np.greater(p64[k], conf, out=gt), k, out=ws.iscr.numpy()[:n]), out=pred)
-            np.maximum(conf, p64[k], out=conf)
-        tcode *= 2
-        tcode += np.equal(pred, y, out=gt)
-        b = np.bincount(tcode, minlength=2 * s_bins).reshape(s_bins, 2)
-        acc["top_counts"] += b.sum(1)
-        acc["top_correct"] += b[:, 1]
-        acc["top_conf_sums"] += np.bincount(tcode, conf, minlength=2 * s_bins).reshape(s_bins, 2).sum(1)
-        # Brier: p - onehot(y) in place, one sum of squares per class (einsum: its own SIMD loop, no BLAS threads)
-        p_flat[at] -= 1.0
-        acc["brier_sums"] += np.einsum("cn,cn->c", p64, p64)
-        d_y = np.subtract(p_y, 1.0, out=conf)
-        acc["brier_pos_sums"] += np.bincount(y, d_y * d_y, minlength=c)
-        # NLL: sum of logs = log of products over groups of g voxels (eps^g stays a normal float64: no underflow),
-        # one log per group instead of per voxel; the padding after p_y is ones
-        g = ws.group(eps)
-        full = ws.p_y.numpy()[: n + (-n % g)]
-        np.maximum(full, eps, out=full)
-        full[n:] = 1.0
-        acc["nll_sum"] -= np.log(full.reshape(g, -1).prod(0)).sum()  # row products: element-wise, vectorised
 
     # --------------------------------------------------------------- reductions
     def bin_statistics(

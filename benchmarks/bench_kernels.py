@@ -15,11 +15,9 @@ are equal. Needs CUDA and triton (on the CPU the interpreter is far too slow to 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from benchmarks.bench_loss import time_fn
+from benchmarks._common import device_quick_main, time_fn
 from monai_meep.kernels import triton_available, triton_histogram
 
 __all__ = ["run"]
@@ -89,16 +87,13 @@ def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
     return rows
 
 
+def _format_row(r: dict) -> str:
+    v = "-" if r["value"] is None else f"{r['value']:.3f} ms"
+    return f"{r['figure']:<64} {v:>12}  {r.get('note', '')}"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(args.device, args.quick)
-    for r in rows:
-        v = "-" if r["value"] is None else f"{r['value']:.3f} ms"
-        print(f"{r['figure']:<64} {v:>12}  {r.get('note', '')}")
-    return rows
+    return device_quick_main(__doc__, run, _format_row, argv)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,14 @@ only in its slow interpreter) and only the ratios mean something. Run::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from monai.losses import DiceLoss
 from monai.networks.nets import UNet
 
+from benchmarks._common import device_quick_main, time_fn
 from monai_meep.kernels import fused_meep_regularizer, triton_available
 from monai_meep.losses import functional as meep_functional
 
@@ -41,29 +39,6 @@ ANCHORS = {  # design section 6, one H200, torch 2.11, MONAI 1.6.1
     "step_dice_ms": 17.6,
     "step_naive_kl_ms": 18.8,
 }
-
-
-def time_fn(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 3, rounds: int = 5) -> float:
-    """Median over ``rounds`` of the mean time per call (seconds) of ``reps`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(reps):
-                fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3 / reps)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            samples.append((time.perf_counter() - t0) / reps)
-    return statistics.median(samples)
 
 
 @contextlib.contextmanager
@@ -209,17 +184,14 @@ def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
     return rows
 
 
+def _format_row(r: dict) -> str:
+    v = "-" if r["value"] is None else f"{r['value']:.3f} ms"
+    ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}x"
+    return f"{r['figure']:<70} {v:>12} {ratio:>8}  {r['anchor']}"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(args.device, args.quick)
-    for r in rows:
-        v = "-" if r["value"] is None else f"{r['value']:.3f} ms"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}x"
-        print(f"{r['figure']:<70} {v:>12} {ratio:>8}  {r['anchor']}")
-    return rows
+    return device_quick_main(__doc__, run, _format_row, argv)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ sw_batch 64. On the CPU a tiny smoke version runs (64 x 64 x 32 volume, roi 32^3
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
-from benchmarks.bench_loss import time_fn
+from benchmarks._common import device_quick_main, time_fn
 
 __all__ = ["BUNDLE_DEFAULTS", "run"]
 
@@ -88,17 +86,14 @@ def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
     return rows
 
 
+def _format_row(r: dict) -> str:
+    v = "-" if r["value"] is None else f"{r['value']:.3g}"
+    ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
+    return f"{r['figure']:<60} {v:>10} {r['unit']}  {ratio}"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(args.device, args.quick)
-    for r in rows:
-        v = "-" if r["value"] is None else f"{r['value']:.3g}"
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        print(f"{r['figure']:<60} {v:>10} {r['unit']}  {ratio}")
-    return rows
+    return device_quick_main(__doc__, run, _format_row, argv)
 
 
 if __name__ == "__main__":

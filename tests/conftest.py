@@ -36,6 +36,19 @@ def _quiet_monai_config_notice():
 
 
 @pytest.fixture
+def single_thread():
+    """Pin torch to one intra-op thread for the test, then restore the previous count.
+
+    For tests of many tiny torch ops: on a shared 2-core machine extra intra-op threads only add OpenMP wake-up
+    contention (ops up to 100x slower). Use per module with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
 

@@ -17,14 +17,8 @@ from monai.metrics.hausdorff_distance import compute_hausdorff_distance
 
 from monai_meep.handlers.distance import HausdorffDistanceMM, spacing_from_meta
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny torch ops: on a shared 2-core machine, intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# many tiny torch ops: on a shared 2-core machine, intra-op threads only add contention
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _onehot_ellipsoid(shape, center, radii):

@@ -27,13 +27,8 @@ from monai_meep.metrics.distance import (
 BACKENDS = ["torch", "kdtree"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny torch ops: on a shared 2-core machine, intra-op threads only add contention (100x slower ops)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# many tiny torch ops: on a shared 2-core machine, intra-op threads only add contention (100x slower ops)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def blobs(shape, batch=1, n_class=2, n_blobs=4, seed=0):

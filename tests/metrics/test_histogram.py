@@ -190,16 +190,7 @@ def test_labels_checked_only_where_scored_and_ignore_index():
         CalibrationHistogram(2).update(p, y)
 
 
-@pytest.fixture
-def one_thread():
-    """The large test is memory-bound element-wise work: one thread avoids OpenMP stalls on a shared 2-core host."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_exact_at_3e7_voxels_where_float32_accumulation_fails(one_thread):
+def test_exact_at_3e7_voxels_where_float32_accumulation_fails(single_thread):
     """31.5 M voxels streamed in chunks; float32 accumulators (MONAI 1.6 / torchmetrics style) drift measurably."""
     g = torch.Generator().manual_seed(4)
     nb, chunk, n_chunks = 15, 1 << 21, 15

@@ -1,0 +1,72 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Helpers shared by the small benchmarks (``bench_loss``, ``bench_kernels``, ``bench_sliding_window``).
+
+``time_fn`` times a callable the same way on every device (CUDA events on a GPU, ``perf_counter`` on the CPU);
+``device_quick_main`` is the ``--device / --quick`` command line those benchmarks share, each printing its rows its
+own way. Example::
+
+    def main(argv=None):
+        return device_quick_main(__doc__, run, lambda r: f"{r['figure']} {r['value']}", argv)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["device_quick_main", "time_fn"]
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 3, rounds: int = 5) -> float:
+    """Median over ``rounds`` of the mean time per call (seconds) of ``reps`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3 / reps)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            samples.append((time.perf_counter() - t0) / reps)
+    return statistics.median(samples)
+
+
+def device_quick_main(
+    doc: str | None,
+    run: Callable[[str, bool], list[dict]],
+    format_row: Callable[[dict], str],
+    argv: list[str] | None = None,
+) -> list[dict]:
+    """Parse ``--device`` (default ``cuda`` where available) and ``--quick``, call ``run``, print each row.
+
+    Args:
+        doc: the benchmark module's docstring; its first line is the ``--help`` description.
+        run: the benchmark's ``run(device, quick)``.
+        format_row: one printed line for one row of ``run``.
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The rows ``run`` returned.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    rows = run(args.device, args.quick)
+    for r in rows:
+        print(format_row(r))
+    return rows

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from .datasets import PHANTOM_VERSION, cache_root, default_phantom_dir, load_datalist_file, prepare_dataset
 from .la import la_datalist, la_split
-from .phantoms import generate_la_phantom, generate_wmh_phantom
+from .phantoms import PhantomGenerationError, generate_la_phantom, generate_wmh_phantom
 from .readers import LAH5Reader
 from .transforms import LA_CROP_SIZE, WMH_PATCH_SIZE, la_transforms, roi_size_for_scale, wmh_transforms
 from .wmh import wmh_datalist, wmh_split
 
 __all__ = [
+    "PhantomGenerationError",
     "prepare_dataset",
     "wmh_datalist",
     "la_datalist",

@@ -58,7 +58,8 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _ensure_phantom(task: str, target: Path, num_subjects: int, seed: int, scale: float) -> Path:
+def _ensure_phantom(task: str, target: Path, num_subjects: int, seed: int, scale: float,
+                    workers: int | None = None) -> Path:
     """Generate the phantom into ``target`` unless a complete one is there: temp dir, then ``os.replace``."""
     marker = target / "phantom.json"
     params = {"task": task, "num_subjects": num_subjects, "seed": seed, "scale": scale, "version": PHANTOM_VERSION}
@@ -73,7 +74,7 @@ def _ensure_phantom(task: str, target: Path, num_subjects: int, seed: int, scale
                 gen = generate_wmh_phantom if task == "wmh" else generate_la_phantom
                 tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
                 try:
-                    gen(tmp, num_subjects=num_subjects, seed=seed, scale=scale)
+                    gen(tmp, num_subjects=num_subjects, seed=seed, scale=scale, workers=workers)
                     (tmp / "phantom.json").write_text(json.dumps(params, indent=1))
                     os.replace(tmp, target)  # atomic; replaces a missing or empty folder
                 except OSError:
@@ -142,6 +143,7 @@ def prepare_dataset(
     split: str = "paper",
     held_out_site: str | None = None,
     datalist_file: str | os.PathLike | None = None,
+    workers: int | None = None,
 ) -> dict[str, list[dict]]:
     """Datalists ``{"training", "validation", "test"}`` for WMH or LA, from a real data set or the phantom.
 
@@ -160,6 +162,9 @@ def prepare_dataset(
         datalist_file: if it exists, the split is read from it (reproducing a run) and nothing is regenerated;
             otherwise the split is written there. Default record: ``datalist_<split>[_<site>]_seed<S>.json`` in the
             phantom folder, or under ``<cache_root>/datalists/`` for a real data set.
+        workers: processes generating the phantom in parallel (None = ``min(CPUs, num_subjects, 16)``, serial for a
+            small phantom; 1 = serial);
+            the files, hence the cache folder and its name, do not depend on it. Ignored for real data.
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...]}``, items
@@ -187,7 +192,7 @@ def prepare_dataset(
             warnings.warn(f"dataset_dir {dataset_dir} is missing or empty: using the {task} phantom instead.")
         n = _DEFAULT_SUBJECTS[task] if num_subjects is None else int(num_subjects)
         root = Path(cache_dir) if cache_dir not in (None, "") else default_phantom_dir(task, n, scale, seed)
-        root = _ensure_phantom(task, root.expanduser().absolute(), n, int(seed), float(scale))
+        root = _ensure_phantom(task, root.expanduser().absolute(), n, int(seed), float(scale), workers)
     else:
         root = Path(dataset_dir).expanduser().absolute()
         if not root.is_dir():

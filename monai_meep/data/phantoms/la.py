@@ -18,6 +18,7 @@ x 55 mm); the grid is ``round(scale * (176..208, 176..208, 88))`` voxels.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._common import bias_field, rician, rotation_matrix, smooth_noise
+from ._parallel import resolve_workers, run_subjects
 
 __all__ = ["generate_la_phantom", "synthesize_la_subject", "LA_SPACING_MM"]
 
@@ -65,10 +67,19 @@ def _unit(v) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def _la_rng(index: int, seed: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index), 2018])
+
+
+def _la_id(rng: np.random.Generator) -> str:
+    """The 20-character subject id: the first draw of the subject's generator."""
+    return "".join(rng.choice(_ID_CHARS, 20))
+
+
 def synthesize_la_subject(index: int, seed: int = 0, scale: float = 1.0) -> dict:
     """Synthesize one subject: ``image`` (float32, z-scored), ``label`` (uint8 0/1), ``spacing`` (mm), ``id``."""
-    rng = np.random.default_rng([int(seed), int(index), 2018])
-    subject_id = "".join(rng.choice(_ID_CHARS, 20))
+    rng = _la_rng(index, seed)  # depends on (seed, index) only
+    subject_id = _la_id(rng)
     base = (int(rng.integers(176, 209)), int(rng.integers(176, 209)), 88)
     shape = tuple(max(8, int(round(n * scale))) for n in base)
     h = LA_SPACING_MM / scale  # isotropic; the field of view matches the full-size grid up to one voxel
@@ -184,8 +195,24 @@ def _write_h5(path: Path, image: np.ndarray, label: np.ndarray, spacing: np.ndar
             f[name].attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
 
 
+def _write_la_subject(index: int, out: Path, seed: int, scale: float) -> str:
+    """Synthesize and write subject ``index``; returns its id (module level, so a process pool can pickle it)."""
+    s = synthesize_la_subject(index, seed=seed, scale=scale)
+    _write_h5(out / s["id"] / "mri_norm2.h5", s["image"], s["label"], s["spacing"])
+    return s["id"]
+
+
+def _describe_la(index: int, seed: int) -> str:
+    return f"id {_la_id(_la_rng(index, seed))}"
+
+
 def generate_la_phantom(
-    out_dir: str | os.PathLike, num_subjects: int = 100, seed: int = 0, scale: float = 1.0, figure: bool = False
+    out_dir: str | os.PathLike,
+    num_subjects: int = 100,
+    seed: int = 0,
+    scale: float = 1.0,
+    figure: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Write an LA phantom in the UA-MT layout: ``<out>/<ID>/mri_norm2.h5`` plus ``train.list`` / ``test.list``.
 
@@ -195,12 +222,17 @@ def generate_la_phantom(
         seed: random seed; the same seed gives byte-identical files, subject ``i`` does not depend on ``num_subjects``.
         scale: grid scale (1 = 0.625 mm voxels; 0.3 = 2.08 mm over the same field of view).
         figure: also write ``phantom_la.png`` with a few slices and the labels overlaid.
+        workers: processes generating subjects in parallel; None = ``min(CPUs, num_subjects, 16)`` (serial for
+            less work than 2 full-size subjects), 1 = serially in this process. The files are byte-identical
+            whatever the number of workers.
 
     Returns:
         The output folder.
 
     Raises:
-        ValueError: ``num_subjects`` < 1 or ``scale`` outside (0, 2].
+        ValueError: ``num_subjects`` < 1, ``scale`` outside (0, 2] or ``workers`` < 1.
+        PhantomGenerationError: a subject failed; the message names it (files of other subjects may remain in
+            ``out_dir``: ``prepare_dataset`` generates into a temporary folder for this reason).
 
     Example:
         >>> root = generate_la_phantom("/tmp/la", num_subjects=4, scale=0.25)  # doctest: +SKIP
@@ -210,13 +242,12 @@ def generate_la_phantom(
         raise ValueError(f"num_subjects must be >= 1, got {num_subjects}.")
     if not 0.0 < float(scale) <= 2.0:
         raise ValueError(f"scale must be in (0, 2], got {scale}.")
+    resolve_workers(workers, n, float(scale))  # validate before creating anything
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ids = []
-    for i in range(n):
-        s = synthesize_la_subject(i, seed=seed, scale=float(scale))
-        _write_h5(out / s["id"] / "mri_norm2.h5", s["image"], s["label"], s["spacing"])
-        ids.append(s["id"])
+    job = functools.partial(_write_la_subject, out=out, seed=int(seed), scale=float(scale))
+    # ids come back in subject order whatever order the workers finish in, so the lists are fixed
+    ids = run_subjects(job, n, workers, "la", functools.partial(_describe_la, seed=int(seed)), float(scale))
     n_test = 0 if n == 1 else max(1, int(round(0.2 * n)))
     (out / "train.list").write_text("".join(f"{i}\n" for i in ids[: n - n_test]))
     (out / "test.list").write_text("".join(f"{i}\n" for i in ids[n - n_test :]))

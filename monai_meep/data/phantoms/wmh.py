@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._common import bias_field, block_mean, rician, rotation_matrix, save_nifti, soft_ellipsoid
+from ._parallel import resolve_workers, run_subjects
 
 __all__ = ["generate_wmh_phantom", "WMH_SITES", "wmh_phantom_shape", "synthesize_wmh_subject"]
 
@@ -135,10 +136,16 @@ def _grid_affines(scale: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int,
     return a_fine, a_fine @ thick, fine_shape
 
 
+def _wmh_site_and_id(index: int) -> tuple[str, str]:
+    """Site and subject id of subject ``index``: sites in turn, ids counting up from each site's ``id0``."""
+    site = list(WMH_SITES)[int(index) % len(WMH_SITES)]
+    return site, str(WMH_SITES[site]["id0"] + int(index) // len(WMH_SITES))
+
+
 def synthesize_wmh_subject(index: int, seed: int = 0, scale: float = 1.0) -> dict:
     """One subject: ``flair``, ``t1`` (float32), ``label`` (uint8 0/1/2), ``affine``, ``site``, ``id``."""
-    rng = np.random.default_rng([int(seed), int(index), 20170])
-    site = list(WMH_SITES)[index % len(WMH_SITES)]
+    rng = np.random.default_rng([int(seed), int(index), 20170])  # depends on (seed, index) only
+    site, subject_id = _wmh_site_and_id(index)
     prof = WMH_SITES[site]
     tpl = _mni(float(scale))
     a_fine, a_out, fine_shape = _grid_affines(scale)
@@ -227,12 +234,29 @@ def synthesize_wmh_subject(index: int, seed: int = 0, scale: float = 1.0) -> dic
         img = img * bias_field(img.shape, rng, prof["bias"])
         img = rician(img, noise * rng.uniform(0.85, 1.15), rng)
         out[name] = (img * prof["level"]).astype(np.float32)
-    subject_id = str(prof["id0"] + index // len(WMH_SITES))
     return {"flair": out["flair"], "t1": out["t1"], "label": label, "affine": a_out, "site": site, "id": subject_id}
 
 
+def _write_wmh_subject(index: int, out: Path, seed: int, scale: float) -> None:
+    """Synthesize and write subject ``index`` (a module-level function, so a process pool can pickle it)."""
+    s = synthesize_wmh_subject(index, seed=seed, scale=scale)
+    subj = out / s["site"] / s["id"]
+    save_nifti(subj / "pre" / "FLAIR.nii.gz", s["flair"], s["affine"], np.float32)
+    save_nifti(subj / "pre" / "T1.nii.gz", s["t1"], s["affine"], np.float32)
+    save_nifti(subj / "wmh.nii.gz", s["label"], s["affine"], np.uint8)
+
+
+def _describe_wmh(index: int) -> str:
+    return "/".join(_wmh_site_and_id(index))
+
+
 def generate_wmh_phantom(
-    out_dir: str | os.PathLike, num_subjects: int = 60, seed: int = 0, scale: float = 1.0, figure: bool = False
+    out_dir: str | os.PathLike,
+    num_subjects: int = 60,
+    seed: int = 0,
+    scale: float = 1.0,
+    figure: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Write a WMH phantom in the challenge layout ``<out>/<site>/<id>/pre/{FLAIR,T1}.nii.gz`` + ``wmh.nii.gz``.
 
@@ -243,12 +267,17 @@ def generate_wmh_phantom(
             ``num_subjects``.
         scale: grid scale (1 = 1 x 1 x 3 mm voxels; 0.3 = 3.3 x 3.3 x 10 mm over the same field of view).
         figure: also write ``phantom_wmh.png`` with a few slices and the labels overlaid.
+        workers: processes generating subjects in parallel; None = ``min(CPUs, num_subjects, 16)`` (serial for
+            less work than 2 full-size subjects), 1 = serially in this process. The files are byte-identical
+            whatever the number of workers.
 
     Returns:
         The output folder.
 
     Raises:
-        ValueError: ``num_subjects`` < 1 or ``scale`` outside (0, 2].
+        ValueError: ``num_subjects`` < 1, ``scale`` outside (0, 2] or ``workers`` < 1.
+        PhantomGenerationError: a subject failed; the message names it (files of other subjects may remain in
+            ``out_dir``: ``prepare_dataset`` generates into a temporary folder for this reason).
 
     Example:
         >>> root = generate_wmh_phantom("/tmp/wmh", num_subjects=3, scale=0.25)  # doctest: +SKIP
@@ -257,14 +286,11 @@ def generate_wmh_phantom(
         raise ValueError(f"num_subjects must be >= 1, got {num_subjects}.")
     if not 0.0 < float(scale) <= 2.0:
         raise ValueError(f"scale must be in (0, 2], got {scale}.")
+    resolve_workers(workers, int(num_subjects), float(scale))  # validate before creating anything
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for i in range(int(num_subjects)):
-        s = synthesize_wmh_subject(i, seed=seed, scale=float(scale))
-        subj = out / s["site"] / s["id"]
-        save_nifti(subj / "pre" / "FLAIR.nii.gz", s["flair"], s["affine"], np.float32)
-        save_nifti(subj / "pre" / "T1.nii.gz", s["t1"], s["affine"], np.float32)
-        save_nifti(subj / "wmh.nii.gz", s["label"], s["affine"], np.uint8)
+    job = functools.partial(_write_wmh_subject, out=out, seed=int(seed), scale=float(scale))
+    run_subjects(job, int(num_subjects), workers, "wmh", _describe_wmh, float(scale))
     if figure:
         from .figure import save_phantom_figure
 

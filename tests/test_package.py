@@ -9,3 +9,21 @@ import monai_meep
 
 def test_version_is_semver():
     assert re.fullmatch(r"\d+\.\d+\.\d+([.-]?\w+)?", monai_meep.__version__)
+
+
+def test_wheel_ships_every_bundle_file(tmp_path, repo_root):
+    """A non-editable install finds the bundles under <prefix>/share/monai_meep/bundles (see bundle_dir)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import pytest
+
+    pytest.importorskip("setuptools")
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    subprocess.run([*cmd, str(repo_root)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("monai_meep-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.split(".data/data/share/monai_meep/", 1)[1] for n in names if ".data/data/share/monai_meep/" in n}
+    expected = {p.relative_to(repo_root).as_posix() for p in (repo_root / "bundles").rglob("*") if p.is_file()}
+    assert expected and shipped == expected

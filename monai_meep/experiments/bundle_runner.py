@@ -34,14 +34,19 @@ WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def bundle_dir(task: str) -> Path:
-    """The bundle folder of ``task``: ``$MONAI_MEEP_BUNDLES/<task>_meep`` or ``bundles/<task>_meep`` of the checkout.
+    """The bundle folder of ``task``, first found of: ``$MONAI_MEEP_BUNDLES/<task>_meep``, ``bundles/<task>_meep`` of
+    the checkout the package runs from, ``<sys.prefix>/share/monai_meep/bundles/<task>_meep`` (an installed wheel).
 
     Raises:
         ValueError: unknown task or no bundle folder found.
     """
     if task not in ("wmh", "la"):
         raise ValueError(f"unknown task {task!r}; valid values are wmh, la.")
-    roots = [os.environ.get("MONAI_MEEP_BUNDLES", ""), str(Path(__file__).resolve().parents[2] / "bundles")]
+    roots = [
+        os.environ.get("MONAI_MEEP_BUNDLES", ""),
+        str(Path(__file__).resolve().parents[2] / "bundles"),
+        str(Path(sys.prefix) / "share" / "monai_meep" / "bundles"),
+    ]
     for root in roots:
         if root and (Path(root) / f"{task}_meep" / "configs" / "train.json").is_file():
             return Path(root) / f"{task}_meep"

@@ -51,6 +51,24 @@ def resolve_workers(workers: int | None, num_subjects: int, scale: float = 1.0) 
     return max(1, min(int(workers), int(num_subjects)))
 
 
+def check_generation_args(num_subjects: int, scale: float, workers: int | None) -> tuple[int, float]:
+    """Validate the arguments every phantom generator shares, before anything is created on disk.
+
+    Returns:
+        ``(num_subjects, scale)`` as int and float.
+
+    Raises:
+        ValueError: ``num_subjects`` < 1, ``scale`` outside (0, 2] or a bad ``workers`` (see :func:`resolve_workers`).
+    """
+    n, s = int(num_subjects), float(scale)
+    if n < 1:
+        raise ValueError(f"num_subjects must be >= 1, got {num_subjects}.")
+    if not 0.0 < s <= 2.0:
+        raise ValueError(f"scale must be in (0, 2], got {scale}.")
+    resolve_workers(workers, n, s)
+    return n, s
+
+
 def _init_worker() -> None:
     """One thread per worker: the pool is the parallelism, and nested thread pools would only oversubscribe."""
     import torch

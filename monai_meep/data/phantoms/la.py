@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._common import bias_field, rician, rotation_matrix, smooth_noise
-from ._parallel import resolve_workers, run_subjects
+from ._parallel import check_generation_args, run_subjects
 
 __all__ = ["generate_la_phantom", "synthesize_la_subject", "LA_SPACING_MM"]
 
@@ -237,17 +237,12 @@ def generate_la_phantom(
     Example:
         >>> root = generate_la_phantom("/tmp/la", num_subjects=4, scale=0.25)  # doctest: +SKIP
     """
-    n = int(num_subjects)
-    if n < 1:
-        raise ValueError(f"num_subjects must be >= 1, got {num_subjects}.")
-    if not 0.0 < float(scale) <= 2.0:
-        raise ValueError(f"scale must be in (0, 2], got {scale}.")
-    resolve_workers(workers, n, float(scale))  # validate before creating anything
+    n, scale = check_generation_args(num_subjects, scale, workers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    job = functools.partial(_write_la_subject, out=out, seed=int(seed), scale=float(scale))
+    job = functools.partial(_write_la_subject, out=out, seed=int(seed), scale=scale)
     # ids come back in subject order whatever order the workers finish in, so the lists are fixed
-    ids = run_subjects(job, n, workers, "la", functools.partial(_describe_la, seed=int(seed)), float(scale))
+    ids = run_subjects(job, n, workers, "la", functools.partial(_describe_la, seed=int(seed)), scale)
     n_test = 0 if n == 1 else max(1, int(round(0.2 * n)))
     (out / "train.list").write_text("".join(f"{i}\n" for i in ids[: n - n_test]))
     (out / "test.list").write_text("".join(f"{i}\n" for i in ids[n - n_test :]))

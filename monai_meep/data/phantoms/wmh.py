@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._common import bias_field, block_mean, rician, rotation_matrix, save_nifti, soft_ellipsoid
-from ._parallel import resolve_workers, run_subjects
+from ._parallel import check_generation_args, run_subjects
 
 __all__ = ["generate_wmh_phantom", "WMH_SITES", "wmh_phantom_shape", "synthesize_wmh_subject"]
 
@@ -282,15 +282,11 @@ def generate_wmh_phantom(
     Example:
         >>> root = generate_wmh_phantom("/tmp/wmh", num_subjects=3, scale=0.25)  # doctest: +SKIP
     """
-    if int(num_subjects) < 1:
-        raise ValueError(f"num_subjects must be >= 1, got {num_subjects}.")
-    if not 0.0 < float(scale) <= 2.0:
-        raise ValueError(f"scale must be in (0, 2], got {scale}.")
-    resolve_workers(workers, int(num_subjects), float(scale))  # validate before creating anything
+    num_subjects, scale = check_generation_args(num_subjects, scale, workers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    job = functools.partial(_write_wmh_subject, out=out, seed=int(seed), scale=float(scale))
-    run_subjects(job, int(num_subjects), workers, "wmh", _describe_wmh, float(scale))
+    job = functools.partial(_write_wmh_subject, out=out, seed=int(seed), scale=scale)
+    run_subjects(job, num_subjects, workers, "wmh", _describe_wmh, scale)
     if figure:
         from .figure import save_phantom_figure
 

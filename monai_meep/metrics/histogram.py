@@ -9,14 +9,17 @@ histogram. Counts are int64 and sums float64, so results stay exact far past the
 accumulators (MONAI 1.6's ``calibration_binning``, torchmetrics) stop counting. Memory is ``O(C * S)``, independent
 of the number of voxels; inputs are processed in chunks so float64 temporaries stay bounded.
 
-This module holds the state, its reductions and the update's checks and dispatch; a chunk's statistics are
-computed by :mod:`._histogram_numpy` (CPU) or :mod:`._histogram_torch` (CUDA), which share their validation and
-code-to-statistics step (:mod:`._histogram_common`).
+This module holds the state, its reductions and the update's checks and dispatch. The statistics are computed by
+:mod:`._histogram_numba` on the CPU (one compiled pass over the whole update, when Numba is installed), else by
+:mod:`._histogram_numpy` (CPU) or :mod:`._histogram_torch` (CUDA) chunk by chunk; the last two share their
+validation and code-to-statistics step (:mod:`._histogram_common`), and the NumPy path words the compiled path's
+errors.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from ._histogram_common import Accumulator, ChunkRules, Workspace
+from ._histogram_numba import HAS_NUMBA, accumulate_numba
 from ._histogram_numpy import accumulate_numpy
 from ._histogram_torch import accumulate_torch
 
@@ -38,9 +42,10 @@ DEFAULT_NUM_SUB_BINS = 6000
 DEFAULT_CHUNK_SIZE = 1 << 18
 WORKSPACE_BYTES = 40 << 20
 
-# CPU updates run the NumPy twin of the torch path (:mod:`._histogram_numpy`); tests switch it off to check the
-# torch path (:mod:`._histogram_torch`, the one CUDA uses) on the CPU. Read at every update, so it can be patched.
-_NUMPY_ON_CPU = True
+# CPU updates run the compiled single pass (:mod:`._histogram_numba`) when Numba is there and MONAI_MEEP_NUMBA is not
+# "0", else the NumPy twin of the torch path (:mod:`._histogram_numpy`); tests also set "torch" to check the torch path
+# (:mod:`._histogram_torch`, the one CUDA uses) on the CPU. Read at every update, so it can be patched.
+_CPU_BACKEND = "numba" if HAS_NUMBA and os.environ.get("MONAI_MEEP_NUMBA", "1") != "0" else "numpy"
 _INT_FIELDS = ("counts", "positives", "top_counts", "top_correct")
 _FLOAT_FIELDS = ("prob_sums", "brier_sums", "brier_pos_sums", "nll_sum", "top_conf_sums")
 
@@ -83,7 +88,17 @@ class CalibrationHistogram:
         check_sum: check that multi-channel probabilities sum to 1 (within ``sum_tol``) at every voxel. Disable for
             per-class calibrated outputs that were not renormalised.
         sum_tol: absolute tolerance of that check.
-        chunk_size: voxels processed at once (at most; fewer for many classes); bounds the workspace memory.
+        chunk_size: voxels processed at once by the NumPy and torch paths (at most; fewer for many classes); bounds
+            their workspace memory. The compiled CPU path needs no workspace: it streams the whole input in one pass
+            (see Notes).
+
+    Notes:
+        On the CPU, with Numba installed, an update is one compiled pass over the input as it comes (float32 /
+        float64 probabilities; other dtypes in converted blocks), split into up to 16 parts run on
+        ``torch.get_num_threads()`` threads; the parts depend only on the input size, so the state is the same bytes
+        whatever the thread count. Its memory is the parts' private histograms (``3 (C + 1) S`` 8-byte words each,
+        at most 32 MiB in all). The first update of a dtype pair compiles for a few seconds, cached on disk after.
+        Set ``MONAI_MEEP_NUMBA=0`` to use the NumPy path instead.
 
     Example:
         >>> h = CalibrationHistogram(num_classes=2)
@@ -283,24 +298,36 @@ class CalibrationHistogram:
         dev = probs.device
         if self._follow_input and self.device != dev and int(self.num_voxels) == 0:
             self.to(dev)
+        rules = ChunkRules(onehot, ignore_index, self.sum_tol if self.check_sum else None)
         delta = self._zeros(dev)
+        backend = _CPU_BACKEND if dev.type == "cpu" else "torch"
+        if backend == "numba":
+            group = Workspace.group(float(torch.finfo(probs.dtype).eps))
+            acc = {k: v.numpy() for k, v in delta.items()}  # views of delta
+            if accumulate_numba(acc, p3, t3, m3, rules, c, self.num_sub_bins, group):
+                self._add(delta)
+                return self
+            # some input is invalid: the NumPy path raises the error (and if it accepts after all, its result stands)
+            delta, backend = self._zeros(dev), "numpy"
         chunk = min(self.chunk_size, max(1024, WORKSPACE_BYTES // (8 * (3 * c + 8))))
         ws = Workspace(c, min(chunk, b * n), self.num_sub_bins, dev)
         # NumPy on the CPU (no OpenMP regions per op: see _histogram_numpy), torch elsewhere; same codes and stats
         accumulate: Accumulator
-        if dev.type == "cpu" and _NUMPY_ON_CPU:
+        if backend == "numpy":
             accumulate, acc = accumulate_numpy, {k: v.numpy() for k, v in delta.items()}  # views of delta
         else:
             accumulate, acc = accumulate_torch, delta
-        rules = ChunkRules(onehot, ignore_index, self.sum_tol if self.check_sum else None)
         # chunks over voxels of one image, or over whole images when several fit in one chunk
         for i, j, sl in self._chunks(b, n, chunk):
             p, t = _flat(p3, i, j, sl), _flat(t3, i, j, sl)
             m = None if m3 is None else _flat(m3, i, j, sl)[0]
             accumulate(acc, ws, p, t, m, rules)
+        self._add(delta)
+        return self
+
+    def _add(self, delta: Mapping[str, torch.Tensor]) -> None:
         for key, v in delta.items():
             getattr(self, key).add_(v.to(self.device))
-        return self
 
     @staticmethod
     def _chunks(b: int, n: int, chunk: int):

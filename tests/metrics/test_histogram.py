@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from monai_meep.metrics import CalibrationHistogram, brier_score_from_histogram, calibration_error_from_histogram
+from monai_meep.metrics._histogram_numba import HAS_NUMBA
 
 
 def _data(b=3, c=3, shape=(6, 7, 5), seed=0):
@@ -146,7 +147,7 @@ def test_bin_statistics_uniform_and_adaptive():
         h.bin_statistics(7)
 
 
-def test_bad_input_raises_and_leaves_state_untouched():
+def test_bad_input_raises_and_leaves_state_untouched(cpu_path):
     probs, target, _ = _data(c=3)
     h = CalibrationHistogram(3).update(probs, target)
     before = h.state_dict()
@@ -234,12 +235,15 @@ def test_cuda_state_equals_cpu_state():
             torch.testing.assert_close(getattr(gpu, k).cpu(), v, rtol=1e-12, atol=1e-12, msg=k)
 
 
-@pytest.fixture(params=["numpy", "torch"])
+@pytest.fixture(params=["numba", "numpy", "torch"])
 def cpu_path(request, monkeypatch):
-    """CPU updates run a NumPy implementation; the torch one (used on CUDA) is checked on the CPU by switching."""
+    """CPU updates run the compiled (Numba) pass, or NumPy without Numba; the torch path (used on CUDA) is checked on
+    the CPU by switching."""
     import monai_meep.metrics.histogram as hist_module
 
-    monkeypatch.setattr(hist_module, "_NUMPY_ON_CPU", request.param == "numpy")
+    if request.param == "numba" and not HAS_NUMBA:
+        pytest.skip("Numba is not installed")
+    monkeypatch.setattr(hist_module, "_CPU_BACKEND", request.param)
     return request.param
 
 

@@ -1,0 +1,139 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The compiled CPU path of CalibrationHistogram: parts, threads, dtype blocks and error detection.
+
+Every state here is compared with the NumPy path (an independent implementation, itself checked against a voxel-by-
+voxel float64 recomputation in ``test_histogram.py``): integer fields bit for bit, float sums to 1e-12.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import monai_meep.metrics._histogram_numba as hn
+import monai_meep.metrics.histogram as hist_module
+from monai_meep.metrics import CalibrationHistogram
+
+from .test_histogram import _data
+
+pytestmark = pytest.mark.skipif(not hn.HAS_NUMBA, reason="Numba is not installed")
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """Parts of ~100 voxels, so small inputs are split into many parts (up to MAX_PARTS) across image borders."""
+    monkeypatch.setattr(hn, "MIN_PART_VOXELS", 100)
+
+
+def _state(backend, monkeypatch, c, *args, **kwargs):
+    monkeypatch.setattr(hist_module, "_CPU_BACKEND", backend)
+    h = CalibrationHistogram(c, num_sub_bins=120).update(*args, **kwargs)
+    return {k: v for k, v in h.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+def _assert_same(got, ref, exact=False):
+    for k, v in ref.items():
+        if exact or v.dtype == torch.int64:
+            assert torch.equal(got[k], v), k
+        else:
+            torch.testing.assert_close(got[k], v, rtol=1e-12, atol=1e-12, msg=k)
+
+
+@pytest.mark.parametrize("c, sigmoid", [(2, True), (2, False), (3, False), (5, False)])
+def test_parts_across_images_match_the_numpy_path(small_parts, monkeypatch, c, sigmoid):
+    """3 images of 567 voxels in 16 parts of ~106: parts start and end inside images; masks and ignore_index."""
+    probs, target, mask = _data(b=3, c=c, shape=(9, 7, 9), seed=11)
+    if sigmoid:
+        probs = probs[:, 1:]
+    assert len(hn._part_bounds(probs.shape[0] * 567, c, 120)) == hn.MAX_PARTS
+    for kwargs in ({}, {"mask": mask}, {"ignore_index": 1}):
+        ref = _state("numpy", monkeypatch, c, probs, target, **kwargs)
+        _assert_same(_state("numba", monkeypatch, c, probs, target, **kwargs), ref)
+
+
+def test_the_bytes_do_not_depend_on_the_thread_count(small_parts, monkeypatch):
+    """Parts are fixed by the input size and summed in order: 1, 2 and 3 threads give identical float sums."""
+    probs, target, mask = _data(b=2, c=3, shape=(20, 10, 10), seed=2)
+    states = []
+    for n in (1, 2, 3):
+        monkeypatch.setattr(hn, "_num_threads", lambda n=n: n)
+        states.append(_state("numba", monkeypatch, 3, probs, target, mask=mask))
+    _assert_same(states[1], states[0], exact=True)
+    _assert_same(states[2], states[0], exact=True)
+
+
+@pytest.mark.parametrize("p_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("t_dtype", [torch.int16, torch.uint8, torch.bool, torch.float16])
+def test_converted_blocks_match_the_numpy_path(monkeypatch, p_dtype, t_dtype):
+    """Half-precision probabilities and unusual label types go through float32 / int64 blocks of CONVERT_VOXELS."""
+    monkeypatch.setattr(hn, "CONVERT_VOXELS", 97)
+    probs, target, mask = _data(b=2, c=2, shape=(8, 9, 5), seed=4)
+    probs, target = probs[:, 1:].to(p_dtype), target.to(t_dtype)
+    ref = _state("numpy", monkeypatch, 2, probs, target, mask=mask)
+    _assert_same(_state("numba", monkeypatch, 2, probs, target, mask=mask), ref)
+
+
+def test_one_hot_targets_match_the_numpy_path(small_parts, monkeypatch):
+    probs, target, mask = _data(b=2, c=4, shape=(10, 10, 6), seed=8)
+    onehot = torch.nn.functional.one_hot(target[:, 0], 4).movedim(-1, 1)
+    for t in (onehot, onehot.bool(), onehot.float()):
+        ref = _state("numpy", monkeypatch, 4, probs, t, mask=mask)
+        _assert_same(_state("numba", monkeypatch, 4, probs, t, mask=mask), ref)
+
+
+def test_binary_kernel_equals_multiclass_kernel():
+    """The two-class kernel (values in registers) and the any-class kernel agree on a two-channel softmax."""
+    probs, target, _ = _data(b=2, c=2, shape=(12, 11, 7), seed=6)
+    p, t = probs.numpy(), target.numpy()
+    m = np.ones((1, 1), np.bool_)
+    total, s_bins = 2 * 12 * 11 * 7, 300
+    out = []
+    for kernel, extra in ((hn._binary_kernel, ()), (hn._multiclass_kernel, (2,))):
+        ints, sums, stats = np.zeros(3 * s_bins * 2, np.int64), np.zeros(3 * s_bins), np.zeros(8)
+        flags = (m, False, False, 0, False, *extra, s_bins, 1e-3, 1.2e-7, 32, 0, total)
+        kernel(p.reshape(2, 2, -1), t.reshape(2, 1, -1), *flags, ints, sums, stats)
+        out.append((ints, sums, stats))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-13)
+    np.testing.assert_allclose(out[0][2], out[1][2], rtol=1e-12)
+
+
+@pytest.mark.parametrize("c", [2, 3])
+def test_errors_in_any_part_raise_and_leave_no_trace(small_parts, c):
+    """An invalid value in the last part of the last image is found; a NaN under the mask still raises (the NumPy
+    path range-checks every probability); an out-of-range label under the mask does not (labels count where scored)."""
+    probs, target, mask = _data(b=2, c=c, shape=(10, 10, 6), seed=9)
+    h = CalibrationHistogram(c).update(probs, target)
+    before = {k: v.clone() for k, v in h.state_dict().items() if isinstance(v, torch.Tensor)}
+    late = probs.clone()
+    late[-1, 0, -1, -1, -1] = 1.25
+    hidden_nan = probs.clone()
+    hidden_nan[1, 1, 3, 3, 3] = float("nan")
+    bad_label = target.clone()
+    bad_label[-1, 0, -1, -1, -1] = c
+    keep = mask.clone()
+    keep[1, 0, 3, 3, 3] = False
+    for args, kwargs, msg in (
+        ((late, target), {}, r"lie in \[0, 1\]"),
+        ((hidden_nan, target), {"mask": keep}, "NaN"),
+        ((probs, bad_label), {}, "labels must lie"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            h.update(*args, **kwargs)
+    _assert_same({k: getattr(h, k) for k in before}, before, exact=True)
+    keep_out = mask.clone()
+    keep_out[-1, 0, -1, -1, -1] = False
+    h.update(probs, bad_label, mask=keep_out)  # the bad label is not scored
+
+
+def test_without_numba_the_numpy_path_is_used():
+    code = "import monai_meep.metrics.histogram as h; print(h._CPU_BACKEND)"
+    env = {**os.environ, "MONAI_MEEP_NUMBA": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "numpy"

@@ -20,7 +20,8 @@ exact (one final division). Otherwise chunk sums are float64 ``np.bincount`` (<=
 Method: every (case, method) runs in its own subprocess, which generates the data, builds the method's native input
 layout *outside* the timed region (torchmetrics / netcal get a contiguous ``(N, C)`` copy, MONAI its one-hot float
 target; ours and the reference read the channel-first tensors as they come from a network), runs one small warm-up
-call, then times one full call. "Peak extra memory" is the process's resident-set high-water mark during the timed
+call, then times one full call (``--repeat N``: N calls, the row gives the median and lists every time; the
+reference is timed once). "Peak extra memory" is the process's resident-set high-water mark during the timed
 call minus the resident set just before it, after freed heap pages went back to the OS (``malloc_trim``), so the
 call cannot hide in memory left over from data generation (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``;
 where that is not writable, ``ru_maxrss`` minus the RSS before, an over-estimate) -- RSS, not tracemalloc,
@@ -28,7 +29,7 @@ because tracemalloc does not see torch's allocations. On CUDA the figure is ``to
 minus the allocation before. Ours always computes marginal + top-label ECE, Brier, Brier+ and NLL in its one pass;
 the anchors compute one ECE each. Run:
 
-    python -m benchmarks.bench_metrics --device cpu --voxels 1e8      # or cuda
+    python -m benchmarks.bench_metrics --device cpu --voxels 1e8 --repeat 3     # or cuda
 
 It prints a table and writes ``benchmarks/results/metrics_<device>_<date>.json``. A worker that fails (e.g. out of
 memory) is retried at a quarter of the voxels, and the row says the size it ran at.
@@ -260,7 +261,11 @@ def _sync(device: str) -> None:
 
 
 def worker(case: str, method: str, voxels: int, device: str) -> dict[str, Any]:
-    """Generate, prepare, warm up, then time and memory-profile one full call (runs in its own process)."""
+    """Generate, prepare, warm up, then time and memory-profile full calls (runs in its own process).
+
+    ``BENCH_METRICS_REPEAT`` (default 1) full calls are timed; the row gives their median (``time_s``, ``cpu_s``) and
+    every time (``times_s``), so a noisy shared machine shows as spread rather than as one lucky or unlucky figure.
+    """
     import gc
 
     warnings.filterwarnings("ignore")
@@ -280,10 +285,14 @@ def worker(case: str, method: str, voxels: int, device: str) -> dict[str, Any]:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         cuda0 = torch.cuda.memory_allocated()
-    t0, c0 = time.perf_counter(), time.process_time()
-    values = _run_method(method, case, inputs, num_classes)
-    _sync(device)
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    times, cpus = [], []
+    for _ in range(max(1, int(os.environ.get("BENCH_METRICS_REPEAT") or 1))):
+        t0, c0 = time.perf_counter(), time.process_time()
+        values = _run_method(method, case, inputs, num_classes)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    elapsed, cpu = float(np.median(times)), float(np.median(cpus))
     peak = _status_kb("VmHWM") if exact_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     row = {
         "case": case,
@@ -292,6 +301,7 @@ def worker(case: str, method: str, voxels: int, device: str) -> dict[str, Any]:
         "device": run_dev,
         "time_s": elapsed,
         "cpu_s": cpu,
+        "times_s": times,
         "threads": threads,
         **values,
     }
@@ -302,11 +312,14 @@ def worker(case: str, method: str, voxels: int, device: str) -> dict[str, Any]:
     return row
 
 
-def _spawn(case: str, method: str, voxels: int, device: str, timeout: float, threads: int = 0) -> dict[str, Any]:
+def _spawn(
+    case: str, method: str, voxels: int, device: str, timeout: float, threads: int = 0, repeat: int = 1
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_metrics", "--worker", case, method, str(voxels), device]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if threads:
         env["BENCH_METRICS_THREADS"] = str(threads)
+    env["BENCH_METRICS_REPEAT"] = str(repeat)
     try:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -326,6 +339,7 @@ def run(
     cases: tuple[str, ...] = CASES,
     methods: tuple[str, ...] = METHODS,
     threads: int = 0,
+    repeat: int = 1,
 ) -> list[dict]:
     """Run every (case, method) at ``voxels`` on ``device``; returns one dict per row with errors vs the reference
     (always computed, also when ``methods`` leaves it out) and time ratios vs ours (when ours is run).
@@ -342,7 +356,7 @@ def run(
         for method in methods:
             n = voxels
             for _ in range(retries + 1):
-                row = _spawn(case, method, n, device, timeout, threads)
+                row = _spawn(case, method, n, device, timeout, threads, repeat if method != "reference" else 1)
                 if "error" not in row or n < 4096 * 4:
                     break
                 n //= 4
@@ -436,6 +450,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: all CPU cores)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed full calls per method (the row gives the median)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--worker", nargs=4, metavar=("CASE", "METHOD", "VOXELS", "DEVICE"), help=argparse.SUPPRESS)
@@ -455,6 +470,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cases=tuple(args.cases),
         methods=tuple(args.methods),
         threads=args.threads,
+        repeat=args.repeat,
     )
     table = format_table(rows)
     print(table)
@@ -472,6 +488,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "num_bins": NUM_BINS,
         "requested_voxels": int(args.voxels),
         "threads": args.threads or os.cpu_count(),
+        "repeat": args.repeat,
         "rows": rows,
         "table": table,
     }

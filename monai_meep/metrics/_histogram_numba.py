@@ -35,10 +35,12 @@ numba, HAS_NUMBA = optional_import("numba")
 __all__ = ["HAS_NUMBA", "accumulate_numba"]
 
 # Voxels per part at least (smaller inputs make fewer parts), and at most this many parts: 16 keeps 2..16 threads
-# busy with static assignment; the private histograms cost (3 (C + 1) S) * 8 bytes each, capped by PART_BYTES.
+# busy with static assignment; the private histograms cost 16 (C + 1) S bytes each, capped by PART_BYTES.
 MIN_PART_VOXELS = 1 << 20
 MAX_PARTS = 16
 PART_BYTES = 32 << 20
+# a part's counts are int32 (half the cache footprint of int64), so a part holds fewer voxels than 2^31
+MAX_PART_VOXELS = (1 << 31) - 1
 # non-float32/64 probabilities (float16, bfloat16) are converted to float32 in blocks of this many voxels
 CONVERT_VOXELS = 1 << 22
 # label dtypes the kernel reads as they are (others are converted per block, like float16 probabilities)
@@ -84,9 +86,15 @@ def _nll_step(nll, prod, in_group, qy, eps, group):
 
 @_jit
 def _binary_kernel(
-    p, t, m, use_mask, onehot, ignore, use_ignore, s_bins, sum_tol, eps, group, lo, hi, ints, sums, stats
+    p, t, m, use_mask, onehot, ignore, use_ignore, s_bins, sum_tol, eps, group, lo, hi, counts, records, stats
 ):
-    """Two classes (one sigmoid channel or two softmax channels): every per-class value lives in a register."""
+    """Two classes (one sigmoid channel or two softmax channels): every per-class value lives in a register.
+
+    ``counts`` (int32) and ``records`` (float64) are two flat views of one part's records (see ``_run_parts``): the
+    record of row ``r`` (class, or ``C`` for the top label) and sub-bin ``s`` is ``at = r * S + s``, its counts
+    ``counts[4 at + hit]`` and its probability sum ``records[2 at + 1]``. ``stats``: Brier sums ``(C,)``,
+    positive-stratum Brier sums ``(C,)``, then the entries named by ``_NLL.._BAD_Y``.
+    """
     n = p.shape[2]
     sigmoid = p.shape[1] == 1
     scale, last = float(s_bins), s_bins - 1
@@ -111,10 +119,10 @@ def _binary_kernel(
                 max_dev = max(max_dev, abs((q0 + q1) - 1.0))
             s0 = min(int(q0 * scale), last)  # truncation == floor for q >= 0; q == 1 goes to the closed last bin
             s1 = min(int(q1 * scale), last)
-            ints[2 * s0 + (y == 0)] += 1
-            sums[s0] += q0
-            ints[2 * (s_bins + s1) + y] += 1
-            sums[s_bins + s1] += q1
+            counts[4 * s0 + (y == 0)] += 1
+            records[2 * s0 + 1] += q0
+            counts[4 * (s_bins + s1) + y] += 1
+            records[2 * (s_bins + s1) + 1] += q1
             d0 = q0 - (y == 0)
             d1 = q1 - y
             brier0 += d0 * d0
@@ -122,8 +130,8 @@ def _binary_kernel(
             # top label: the first arg-max wins ties, as np.argmax / torch.max
             pred = np.int64(q1 > q0)
             top = 2 * s_bins + (s1 if pred else s0)
-            ints[2 * top + (pred == y)] += 1
-            sums[top] += max(q0, q1)
+            counts[4 * top + (pred == y)] += 1
+            records[2 * top + 1] += max(q0, q1)
             if y:
                 pos1 += d1 * d1
                 qy = q1
@@ -152,7 +160,7 @@ def _count_invalid(p, lo, hi):
 
 @_jit
 def _multiclass_kernel(
-    p, t, m, use_mask, onehot, ignore, use_ignore, c, s_bins, sum_tol, eps, group, lo, hi, ints, sums, stats
+    p, t, m, use_mask, onehot, ignore, use_ignore, c, s_bins, sum_tol, eps, group, lo, hi, counts, records, stats
 ):
     """Any number of classes ``c`` (``p`` has ``c`` channels): one loop over the classes of each voxel, after the
     probabilities of the whole part were range-checked in a separate (vectorised) pass."""
@@ -180,8 +188,8 @@ def _multiclass_kernel(
                 total += q
                 at = k * s_bins + min(int(q * scale), last)
                 hit = k == y
-                ints[2 * at + hit] += 1
-                sums[at] += q
+                counts[4 * at + hit] += 1
+                records[2 * at + 1] += q
                 d = q - hit
                 brier[k] += d * d
                 gt = q > conf  # strict: the first arg-max wins ties
@@ -191,8 +199,8 @@ def _multiclass_kernel(
                 qy = q if hit else qy
             max_dev = max(max_dev, abs(total - 1.0))
             top += (c - pred) * s_bins  # the same sub-bin in the top-label row
-            ints[2 * top + (pred == y)] += 1
-            sums[top] += conf
+            counts[4 * top + (pred == y)] += 1
+            records[2 * top + 1] += conf
             d = qy - 1.0
             brier[c + y] += d * d
             nll, prod, in_group = _nll_step(nll, prod, in_group, qy, eps, group)
@@ -210,8 +218,8 @@ def _finish(stats, c, nll, max_dev, bad_p, bad_y):
 
 def _part_bounds(total: int, c: int, s_bins: int) -> list[tuple[int, int]]:
     """Contiguous voxel ranges, as many as the input size (not the thread count) and the memory cap allow."""
-    part_bytes = 3 * (c + 1) * s_bins * 8
-    parts = max(1, min(MAX_PARTS, total // MIN_PART_VOXELS, PART_BYTES // part_bytes))
+    part_bytes = 16 * (c + 1) * s_bins
+    parts = max(1, min(MAX_PARTS, total // MIN_PART_VOXELS, PART_BYTES // part_bytes), -(-total // MAX_PART_VOXELS))
     edges = [total * k // parts for k in range(parts + 1)]
     return [(edges[k], edges[k + 1]) for k in range(parts) if edges[k + 1] > edges[k]]
 
@@ -286,7 +294,8 @@ def accumulate_numba(
             continue
         inputs = (p, t, m, m3 is not None, rules.onehot, ignore, rules.ignore_index is not None)
         scalars = (s_bins, sum_tol, eps, group) if c == 2 else (c, s_bins, sum_tol, eps, group)
-        ints, sums, stats = _run_parts(_binary_kernel if c == 2 else _multiclass_kernel, (*inputs, *scalars), c, s_bins)
+        kernel = _binary_kernel if c == 2 else _multiclass_kernel
+        counts, sums, stats = _run_parts(kernel, (*inputs, *scalars), c, s_bins)
         tail = stats[:, 2 * c :]
         flags[_NLL] += tail[:, _NLL].sum()
         flags[_SUM_DEV] = max(flags[_SUM_DEV], tail[:, _SUM_DEV].max())
@@ -294,7 +303,7 @@ def accumulate_numba(
         flags[_BAD_Y] += tail[:, _BAD_Y].sum()
         if flags[_BAD_P] or flags[_BAD_Y] or (sum_tol >= 0 and flags[_SUM_DEV] > sum_tol):
             return False
-        part = ints.sum(0)  # (C + 1, S, [not hit, hit])
+        part = counts.astype(np.int64).sum(0)  # (C + 1, S, [not hit, hit])
         acc["counts"] += part[:c].sum(-1)
         acc["positives"] += part[:c, :, 1]
         acc["top_counts"] += part[c].sum(-1)
@@ -313,13 +322,16 @@ def _run_parts(kernel, args: tuple, c: int, s_bins: int) -> tuple[np.ndarray, np
     """Run ``kernel`` over the parts of one block, each into its own state; returns the per-part states."""
     p = args[0]
     bounds = _part_bounds(p.shape[0] * p.shape[2], c, s_bins)
-    ints = np.zeros((len(bounds), c + 1, s_bins, 2), np.int64)
-    sums = np.zeros((len(bounds), c + 1, s_bins), np.float64)
+    # one 16-byte record per (row, sub-bin): int32 [not hit, hit] counts, then the float64 probability sum, so a
+    # voxel's class touches one cache line, and a part's records fit in a 512 KiB L2 cache up to C = 4
+    records = np.zeros((len(bounds), c + 1, s_bins, 2), np.float64)
+    counts = records.view(np.int32)[..., :2]
+    sums = records[..., 1]
     stats = np.zeros((len(bounds), 2 * c + 4), np.float64)
 
     def run(k: int, lo: int | None = None, hi: int | None = None) -> None:
         lo, hi = bounds[k] if lo is None else (lo, hi)
-        kernel(*args, lo, hi, ints[k].reshape(-1), sums[k].reshape(-1), stats[k])
+        kernel(*args, lo, hi, records[k].view(np.int32).reshape(-1), records[k].reshape(-1), stats[k])
 
     run(0, 0, 0)  # no voxels: compiles (or loads) the specialisation here, before any worker thread needs it
     workers = min(_num_threads(), len(bounds))
@@ -329,4 +341,4 @@ def _run_parts(kernel, args: tuple, c: int, s_bins: int) -> tuple[np.ndarray, np
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="monai_meep_hist") as pool:
             list(pool.map(run, range(len(bounds))))
-    return ints, sums, stats
+    return counts, sums, stats

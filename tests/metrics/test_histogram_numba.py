@@ -90,15 +90,16 @@ def test_one_hot_targets_match_the_numpy_path(small_parts, monkeypatch):
 def test_binary_kernel_equals_multiclass_kernel():
     """The two-class kernel (values in registers) and the any-class kernel agree on a two-channel softmax."""
     probs, target, _ = _data(b=2, c=2, shape=(12, 11, 7), seed=6)
-    p, t = probs.numpy(), target.numpy()
+    p, t = probs.reshape(2, 2, -1).numpy(), target.reshape(2, 1, -1).numpy()
     m = np.ones((1, 1), np.bool_)
     total, s_bins = 2 * 12 * 11 * 7, 300
     out = []
     for kernel, extra in ((hn._binary_kernel, ()), (hn._multiclass_kernel, (2,))):
-        ints, sums, stats = np.zeros(3 * s_bins * 2, np.int64), np.zeros(3 * s_bins), np.zeros(8)
+        records, stats = np.zeros((3, s_bins, 2)), np.zeros(8)
         flags = (m, False, False, 0, False, *extra, s_bins, 1e-3, 1.2e-7, 32, 0, total)
-        kernel(p.reshape(2, 2, -1), t.reshape(2, 1, -1), *flags, ints, sums, stats)
-        out.append((ints, sums, stats))
+        kernel(p, t, *flags, records.view(np.int32).reshape(-1), records.reshape(-1), stats)
+        out.append((records.view(np.int32)[..., :2].copy(), records[..., 1].copy(), stats))
+    assert out[0][0].sum() == 3 * total  # every voxel counted once per row (2 classes + top label)
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-13)
     np.testing.assert_allclose(out[0][2], out[1][2], rtol=1e-12)
@@ -137,3 +138,16 @@ def test_without_numba_the_numpy_path_is_used():
     env = {**os.environ, "MONAI_MEEP_NUMBA": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "numpy"
+
+
+def test_parts_stay_below_the_int32_count_limit(monkeypatch):
+    """A part's counts are int32: however large the input, no part may hold MAX_PART_VOXELS voxels or more (here
+    shrunk to 50, so 2 x 630 voxels need 26 parts, more than MAX_PARTS)."""
+    monkeypatch.setattr(hn, "MAX_PART_VOXELS", 50)
+    bounds = hn._part_bounds(1260, 3, 120)
+    assert len(bounds) == 26 and max(hi - lo for lo, hi in bounds) <= 50
+    flat = [x for bound in bounds for x in bound]  # lo_0, hi_0, lo_1, hi_1, ...: contiguous when hi_k == lo_k+1
+    assert flat[0] == 0 and flat[-1] == 1260 and flat[1:-1:2] == flat[2::2]
+    probs, target, mask = _data(b=2, c=3, shape=(9, 10, 7), seed=12)
+    ref = _state("numpy", monkeypatch, 3, probs, target, mask=mask)
+    _assert_same(_state("numba", monkeypatch, 3, probs, target, mask=mask), ref)

@@ -162,9 +162,13 @@ def _count_invalid(p, lo, hi):
 def _multiclass_kernel(
     p, t, m, use_mask, onehot, ignore, use_ignore, c, s_bins, sum_tol, eps, group, lo, hi, counts, records, stats
 ):
-    """Any number of classes ``c`` (``p`` has ``c`` channels): one loop over the classes of each voxel, after the
-    probabilities of the whole part were range-checked in a separate (vectorised) pass."""
-    bad_p = _count_invalid(p, lo, hi)
+    """Any number of classes ``c`` (``p`` has ``c`` channels): one loop over the classes of each voxel.
+
+    Probabilities are range-checked in that loop (an invalid one is counted and binned as 0: the part is discarded
+    anyway); voxels skipped before it (masked, ignored) are checked first in a separate, vectorised pass, because
+    every probability must be valid, scored or not.
+    """
+    bad_p = _count_invalid(p, lo, hi) if use_mask or use_ignore else 0
     if bad_p:
         _finish(stats, c, 0.0, 0.0, bad_p, 0)
         return
@@ -186,6 +190,9 @@ def _multiclass_kernel(
             for k in range(c):
                 q = np.float64(p[b, k, i])
                 total += q
+                valid = (q >= 0.0) & (q <= 1.0)  # False for NaN
+                bad_p += not valid
+                q = q if valid else 0.0  # keeps the sub-bin index in range
                 at = k * s_bins + min(int(q * scale), last)
                 hit = k == y
                 counts[4 * at + hit] += 1
@@ -205,7 +212,7 @@ def _multiclass_kernel(
             brier[c + y] += d * d
             nll, prod, in_group = _nll_step(nll, prod, in_group, qy, eps, group)
     stats[: 2 * c] += brier
-    _finish(stats, c, nll - math.log(prod), max_dev if sum_tol >= 0.0 else 0.0, 0, bad_y)
+    _finish(stats, c, nll - math.log(prod), max_dev if sum_tol >= 0.0 else 0.0, bad_p, bad_y)
 
 
 @_jit

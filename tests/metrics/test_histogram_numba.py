@@ -107,8 +107,9 @@ def test_binary_kernel_equals_multiclass_kernel():
 
 @pytest.mark.parametrize("c", [2, 3])
 def test_errors_in_any_part_raise_and_leave_no_trace(small_parts, c):
-    """An invalid value in the last part of the last image is found; a NaN under the mask still raises (the NumPy
-    path range-checks every probability); an out-of-range label under the mask does not (labels count where scored)."""
+    """An invalid value in the last part of the last image is found; a NaN under the mask or on an ignored label still
+    raises (the NumPy path range-checks every probability); an out-of-range label under the mask does not (labels
+    count where scored)."""
     probs, target, mask = _data(b=2, c=c, shape=(10, 10, 6), seed=9)
     h = CalibrationHistogram(c).update(probs, target)
     before = {k: v.clone() for k, v in h.state_dict().items() if isinstance(v, torch.Tensor)}
@@ -120,9 +121,12 @@ def test_errors_in_any_part_raise_and_leave_no_trace(small_parts, c):
     bad_label[-1, 0, -1, -1, -1] = c
     keep = mask.clone()
     keep[1, 0, 3, 3, 3] = False
+    ignored = target.clone()
+    ignored[1, 0, 3, 3, 3] = c  # the NaN voxel's label is the ignored one
     for args, kwargs, msg in (
         ((late, target), {}, r"lie in \[0, 1\]"),
         ((hidden_nan, target), {"mask": keep}, "NaN"),
+        ((hidden_nan, ignored), {"ignore_index": c}, "NaN"),
         ((probs, bad_label), {}, "labels must lie"),
     ):
         with pytest.raises(ValueError, match=msg):

@@ -94,9 +94,9 @@ def test_binary_kernel_equals_multiclass_kernel():
     m = np.ones((1, 1), np.bool_)
     total, s_bins = 2 * 12 * 11 * 7, 300
     out = []
-    for kernel, extra in ((hn._binary_kernel, ()), (hn._multiclass_kernel, (2,))):
+    for kernel in (hn._binary_kernel, hn._multiclass_kernel(2)):
         records, stats = np.zeros((3, s_bins, 2)), np.zeros(8)
-        flags = (m, False, False, 0, False, *extra, s_bins, 1e-3, 1.2e-7, 32, 0, total)
+        flags = (m, False, False, 0, False, s_bins, 1e-3, 1.2e-7, 32, 0, total)
         kernel(p, t, *flags, records.view(np.int32).reshape(-1), records.reshape(-1), stats)
         out.append((records.view(np.int32)[..., :2].copy(), records[..., 1].copy(), stats))
     assert out[0][0].sum() == 3 * total  # every voxel counted once per row (2 classes + top label)

@@ -396,7 +396,7 @@ def _compare(row: dict, ref: dict) -> None:
 # ------------------------------------------------------------------------------------------------------- CLI
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("monai", "torchmetrics", "netcal", "monai_meep"):
+    for mod in ("monai", "torchmetrics", "netcal", "numba", "monai_meep"):
         try:
             out[mod] = __import__(mod).__version__
         except Exception:  # an anchor that is not installed is reported, not fatal

@@ -91,8 +91,11 @@ def validate_chunk(p: Any, t: Any, m: Any, rules: ChunkRules, c: int, ops: Array
     if keep is not None:
         p, t = p[:, keep], t[:, keep]
     tf = t[0]
-    if ops.is_floating(tf) and not bool((tf == ops.round(tf)).all()):
-        raise ValueError("index target must hold integer class labels, got non-integer values.")
+    if ops.is_floating(tf):
+        if not bool(ops.isfinite(tf).all()):
+            raise ValueError("index target must hold integer class labels, got NaN or inf.")
+        if not bool((tf == ops.round(tf)).all()):
+            raise ValueError("index target must hold integer class labels, got non-integer values.")
     y = ops.to_int64(tf)
     if y.shape[0]:
         lo_y, hi_y = (int(v) for v in ops.minmax(y))

@@ -36,7 +36,7 @@ numba, HAS_NUMBA = optional_import("numba")
 __all__ = ["HAS_NUMBA", "accumulate_numba"]
 
 # Voxels per part at least (smaller inputs make fewer parts), and at most this many parts: 16 keeps 2..16 threads
-# busy with static assignment; the private histograms cost 16 (C + 1) S bytes each, capped by PART_BYTES.
+# busy; the private histograms cost 16 (C + 1) S bytes each, capped by PART_BYTES.
 MIN_PART_VOXELS = 1 << 20
 MAX_PARTS = 16
 PART_BYTES = 32 << 20
@@ -69,9 +69,10 @@ def _label(t, b, i, onehot, c, ignore, use_ignore):
     v = t[b, 0, i]
     if use_ignore and v == ignore:
         return -1
-    y = int(v)
-    # a non-integer, NaN or inf label converts to an integer that differs from it
-    return y if y == v and 0 <= y < c else -2
+    # compared in the label's own type before any conversion: NaN fails both tests, inf the range test
+    if v == math.floor(v) and 0 <= v < c:
+        return int(v)
+    return -2
 
 
 @_inline

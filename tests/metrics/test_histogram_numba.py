@@ -155,3 +155,19 @@ def test_parts_stay_below_the_int32_count_limit(monkeypatch):
     probs, target, mask = _data(b=2, c=3, shape=(9, 10, 7), seed=12)
     ref = _state("numpy", monkeypatch, 3, probs, target, mask=mask)
     _assert_same(_state("numba", monkeypatch, 3, probs, target, mask=mask), ref)
+
+
+@pytest.mark.parametrize("c", [2, 3])
+@pytest.mark.parametrize("t_dtype", [torch.int32, torch.uint8, torch.float32, torch.float64])
+def test_native_label_dtypes_and_non_integer_labels(monkeypatch, c, t_dtype):
+    """Labels read in their own dtype give the NumPy path's state; NaN, inf and 1.5 labels are refused."""
+    probs, target, mask = _data(b=2, c=c, shape=(7, 6, 5), seed=13)
+    target = target.to(t_dtype)
+    ref = _state("numpy", monkeypatch, c, probs, target, mask=mask)
+    _assert_same(_state("numba", monkeypatch, c, probs, target, mask=mask), ref)
+    if t_dtype.is_floating_point:
+        for bad, msg in ((float("nan"), "NaN or inf"), (float("inf"), "NaN or inf"), (1.5, "non-integer")):
+            t = target.clone()
+            t[1, 0, 2, 2, 2] = bad
+            with pytest.raises(ValueError, match=msg):
+                CalibrationHistogram(c).update(probs, t)

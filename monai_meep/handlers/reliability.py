@@ -21,14 +21,8 @@ from monai_meep.metrics import (
     calibration_error_from_histogram,
     reliability_curve_from_histogram,
 )
-from monai_meep.visualize.reliability import (
-    _chmod_default,
-    _has_agg,
-    _has_mpl,
-    plot_probability_histogram,
-    plot_reliability_diagram,
-    save_figure,
-)
+from monai_meep.visualize.histogram import plot_probability_histogram
+from monai_meep.visualize.reliability import _chmod_default, _has_agg, _has_mpl, plot_reliability_diagram, save_figure
 
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")

@@ -4,13 +4,8 @@
 
 from __future__ import annotations
 
-from .reliability import (
-    ReliabilityData,
-    as_reliability_data,
-    plot_probability_histogram,
-    plot_reliability_diagram,
-    save_figure,
-)
+from .histogram import plot_probability_histogram
+from .reliability import ReliabilityData, as_reliability_data, plot_reliability_diagram, save_figure
 
 __all__ = [
     "ReliabilityData",

@@ -48,9 +48,20 @@ CONVERT_VOXELS = 1 << 22
 _NATIVE_LABELS = (torch.int64, torch.int32, torch.uint8, torch.float32, torch.float64)
 # flags of the per-part statistics vector after the Brier sums: [nll, max |sum - 1|, bad probs, bad labels]
 _NLL, _SUM_DEV, _BAD_P, _BAD_Y = range(4)
-# nogil: parts run on plain threads; cache: each specialisation (probability x label dtype) is compiled once per
-# installation, not once per process; error_model="numpy": no ZeroDivisionError checks in the loops
-_jit = numba.njit(nogil=True, cache=True, error_model="numpy") if HAS_NUMBA else (lambda f: f)
+
+
+def _jit(func):
+    """Compile ``func`` with Numba: ``nogil`` (parts run on plain threads), ``error_model="numpy"`` (no
+    ZeroDivisionError checks in the loops) and ``cache`` (each specialisation compiles once per installation, not once
+    per process) where Numba finds a writable cache folder; on a read-only install without one, per process."""
+    if not HAS_NUMBA:
+        return func
+    try:
+        return numba.njit(nogil=True, cache=True, error_model="numpy")(func)
+    except RuntimeError:  # "cannot cache function ...: no locator available": nowhere to write the cache
+        return numba.njit(nogil=True, error_model="numpy")(func)
+
+
 _inline = numba.njit(inline="always", error_model="numpy") if HAS_NUMBA else (lambda f: f)
 
 

@@ -171,3 +171,21 @@ def test_native_label_dtypes_and_non_integer_labels(monkeypatch, c, t_dtype):
             t[1, 0, 2, 2, 2] = bad
             with pytest.raises(ValueError, match=msg):
                 CalibrationHistogram(c).update(probs, t)
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """Numba refuses ``cache=True`` where no folder is writable (a read-only install, no home); the kernels then
+    compile per process instead of failing at import."""
+    real_njit = hn.numba.njit
+
+    def njit(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(hn.numba, "njit", njit)
+
+    def add_one(x):
+        return x + 1
+
+    assert hn._jit(add_one)(41) == 42

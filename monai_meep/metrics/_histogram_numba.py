@@ -275,9 +275,11 @@ def _as_kernel_input(p: torch.Tensor, t: torch.Tensor, m: torch.Tensor | None):
 
 
 def _blocks(p3: torch.Tensor, t3: torch.Tensor, m3: torch.Tensor | None):
-    """The whole input at once when the kernel reads its dtypes as they are, else float32 / float64 blocks of
-    ``CONVERT_VOXELS`` voxels (memory stays bounded for float16 / bfloat16 or unusual label types)."""
-    if p3.dtype in (torch.float32, torch.float64) and t3.dtype in (*_NATIVE_LABELS, torch.bool):
+    """The whole input at once when the kernel reads it as it is (contiguous, native dtypes), else contiguous
+    float32 / float64 blocks of ``CONVERT_VOXELS`` voxels, so memory stays bounded for float16 / bfloat16, unusual
+    label types or strided views."""
+    native = p3.dtype in (torch.float32, torch.float64) and t3.dtype in (*_NATIVE_LABELS, torch.bool)
+    if native and all(x is None or x.is_contiguous() for x in (p3, t3, m3)):
         yield _as_kernel_input(p3, t3, m3)
         return
     b, n = p3.shape[0], p3.shape[2]

@@ -79,6 +79,18 @@ def test_converted_blocks_match_the_numpy_path(monkeypatch, p_dtype, t_dtype):
     _assert_same(_state("numba", monkeypatch, 2, probs, target, mask=mask), ref)
 
 
+def test_strided_views_are_read_in_blocks(monkeypatch):
+    """A non-contiguous view is copied block by block (bounded memory), not as a whole."""
+    monkeypatch.setattr(hn, "CONVERT_VOXELS", 50)
+    probs, target, mask = _data(b=2, c=3, shape=(8, 9, 10), seed=14)
+    p, t, m = probs[..., ::2], target[..., ::2], mask[..., ::2]
+    assert not p.is_contiguous()
+    blocks = list(hn._blocks(p.reshape(2, 3, -1), t.reshape(2, 1, -1), m.reshape(2, 1, -1)))
+    assert len(blocks) == 2 * 8 and max(b[0].shape[2] for b in blocks) == 50  # 360 voxels per image: 8 blocks
+    ref = _state("numpy", monkeypatch, 3, p, t, mask=m)
+    _assert_same(_state("numba", monkeypatch, 3, p, t, mask=m), ref)
+
+
 def test_one_hot_targets_match_the_numpy_path(small_parts, monkeypatch):
     probs, target, mask = _data(b=2, c=4, shape=(10, 10, 6), seed=8)
     onehot = torch.nn.functional.one_hot(target[:, 0], 4).movedim(-1, 1)

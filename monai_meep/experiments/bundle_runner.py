@@ -16,11 +16,11 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WORKFLOWS", "bundle_dir", "config_files", "read_metrics", "run_bundle"]
+__all__ = ["WORKFLOWS", "bundle_dir", "config_files", "parse_set", "read_metrics", "run_bundle"]
 
 # workflow -> (config files layered in order, MONAI workflow type for check_properties)
 WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -144,3 +144,17 @@ def read_metrics(eval_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
             rows = list(csv.DictReader(f))
         out[path.name[: -len("_raw.csv")]] = {r["filename"]: float(r["mean"]) for r in rows}
     return out
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> overrides, values parsed as JSON when possible."""
+    extra: dict[str, Any] = {}
+    for kv in items:
+        if "=" not in kv:
+            raise SystemExit(f"--set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        try:
+            extra[k] = json.loads(v)
+        except json.JSONDecodeError:
+            extra[k] = v
+    return extra

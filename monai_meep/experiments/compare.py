@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import bundle_dir, read_metrics, run_bundle
+from monai_meep.experiments.bundle_runner import bundle_dir, parse_set, read_metrics, run_bundle
 
 __all__ = ["BUDGETS", "COLUMNS", "add_parser", "format_table", "run_compare", "summarise"]
 
@@ -261,14 +261,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> int:
-    extra: dict[str, Any] = {}
-    for kv in args.set:
-        if "=" not in kv:
-            raise SystemExit(f"--set expects KEY=VALUE, got {kv!r}")
-        k, v = kv.split("=", 1)
-        try:
-            extra[k] = json.loads(v)
-        except json.JSONDecodeError:
-            extra[k] = v
+    extra = parse_set(args.set)
     run_compare(task=args.task, out=args.out, budget=args.budget, dataset_dir=args.dataset_dir, extra=extra)
     return 0

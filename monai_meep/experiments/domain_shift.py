@@ -22,13 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.table1 import (
-    EXIT_STOPPED,
-    add_common_arguments,
-    export_results,
-    parse_set,
-    run_table1,
-)
+from monai_meep.experiments.bundle_runner import parse_set
+from monai_meep.experiments.table1 import EXIT_STOPPED, add_common_arguments, export_results, run_table1
 from monai_meep.experiments.table_format import COLUMNS, EXTRA_COLUMNS, format_markdown, write_text
 
 __all__ = ["add_parser", "delta_table", "run_domain_shift"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import run_bundle
+from monai_meep.experiments.bundle_runner import parse_set, run_bundle
 from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
 from monai_meep.experiments.table_format import export_results, write_outputs, write_text
 
@@ -355,20 +355,6 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
                    help="also copy the tables, figures, per-subject CSVs and manifest to DIR (e.g. results/la_quick)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra bundle override for every run, VALUE parsed as JSON when possible (repeatable)")
-
-
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``["k=v", ...]`` -> overrides, values parsed as JSON when possible."""
-    extra: dict[str, Any] = {}
-    for kv in items:
-        if "=" not in kv:
-            raise SystemExit(f"--set expects KEY=VALUE, got {kv!r}")
-        k, v = kv.split("=", 1)
-        try:
-            extra[k] = json.loads(v)
-        except json.JSONDecodeError:
-            extra[k] = v
-    return extra
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ from monai.utils import convert_to_tensor
 
 import monai_meep
 from monai_meep.calibration.layout import OutputLayout
+from monai_meep.utils import atomic_open
 
 __all__ = ["FORMAT_VERSION", "Calibrator", "CalibratorNotFittedError", "load_calibrator", "all_reduce_sum_"]
 
@@ -201,18 +201,9 @@ class Calibrator(OutputLayout, ABC):
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``state_dict()`` to a JSON file atomically (temporary file in the same folder, then rename)."""
         path = Path(path)
-        text = json.dumps(self.state_dict(), indent=1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = json.dumps(self.state_dict(), indent=1)  # serialised first: a failure leaves no file behind
+        with atomic_open(path) as f:
+            f.write(text)
         return path
 
     @classmethod

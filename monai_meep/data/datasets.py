@@ -18,6 +18,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from monai_meep.utils import atomic_open
+
 from .la import LA_EXPECTED, la_datalist, la_layout, la_split
 from .wmh import WMH_EXPECTED, is_wmh_layout, wmh_datalist, wmh_split
 
@@ -88,14 +90,6 @@ def _ensure_phantom(task: str, target: Path, num_subjects: int, seed: int, scale
     if {k: found.get(k) for k in params} != params:
         raise ValueError(f"{target} holds a phantom made with {found}, not the requested {params}.")
     return target
-
-
-def _atomic_write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
 
 
 def _rel(item: dict, root: Path) -> dict:
@@ -228,7 +222,8 @@ def prepare_dataset(
            "held_out_site": held_out_site, "root": str(root), "phantom": phantom}
     doc.update({k: [_rel(it, root) for it in parts[k]] for k in _KEYS})
     try:
-        _atomic_write_json(record, doc)
+        with atomic_open(record) as fh:
+            json.dump(doc, fh, indent=1)
     except OSError as e:  # a read-only location must not stop training; the split is deterministic anyway
         warnings.warn(f"Could not write the datalist record {record} ({e}).")
     return parts

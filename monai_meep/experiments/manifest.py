@@ -18,9 +18,10 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from monai_meep.utils import atomic_open
 
 __all__ = ["RunLock", "atomic_write_json", "atomic_write_text", "environment_info", "git_info", "read_json", "utc_now"]
 
@@ -30,20 +31,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> str:
 
     A reader (another runner process, a resumed run) sees either the old file or the complete new one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(text)
     return str(path)
 
 

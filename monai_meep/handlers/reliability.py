@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,9 @@ from monai_meep.metrics import (
     calibration_error_from_histogram,
     reliability_curve_from_histogram,
 )
+from monai_meep.utils import atomic_open
 from monai_meep.visualize.histogram import plot_probability_histogram
-from monai_meep.visualize.reliability import _chmod_default, _has_agg, _has_mpl, plot_reliability_diagram, save_figure
+from monai_meep.visualize.reliability import _has_agg, _has_mpl, plot_reliability_diagram, save_figure
 
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -33,20 +33,6 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
 __all__ = ["ReliabilityDiagramSaver"]
-
-
-def _atomic_write_csv(frame: Any, path: str) -> None:
-    """Write a DataFrame through a temporary file in the same folder and ``os.replace`` (readers never see half)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _find_summary_writer(engine: Engine) -> Any:
@@ -247,7 +233,8 @@ class ReliabilityDiagramSaver:
         frame["ece_bins"] = self.ece_bins
         names = self._names()
         frame["ece"] = [eces["top-label" if self.mode == "top_label" else names[r["class"]]] for r in records]
-        _atomic_write_csv(frame, os.path.join(self.output_dir, "reliability.csv"))
+        with atomic_open(os.path.join(self.output_dir, "reliability.csv"), newline="") as f:
+            frame.to_csv(f, index=False)
         writer = self.summary_writer
         if writer is None and self.find_writer:
             writer = _find_summary_writer(engine)

@@ -11,7 +11,6 @@ figure helpers.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.utils import OptionalImportError, optional_import
+
+from monai_meep.utils import atomic_open
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -213,13 +214,6 @@ def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure,
     return fig, list(axes)
 
 
-def _chmod_default(path: str) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the permissions a plain ``open`` would have: 0666 minus the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> str:
     """Save ``fig`` as PNG atomically: a temporary file in the same folder, then ``os.replace``.
 
@@ -234,18 +228,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> str:
         The path written, as a string.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return path
 
 

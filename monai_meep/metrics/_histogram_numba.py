@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
-from ._histogram_common import ChunkRules
+from ._histogram_common import ChunkRules, Workspace
 
 numba, HAS_NUMBA = optional_import("numba")
 
@@ -233,7 +233,7 @@ def _multiclass_kernel(c: int):
                 brier[c + y] += d * d
                 nll, prod, in_group = _nll_step(nll, prod, in_group, qy, eps, group)
         stats[: 2 * c] += brier
-        _finish(stats, c, nll - math.log(prod), max_dev if sum_tol >= 0.0 else 0.0, bad_p, bad_y)
+        _finish(stats, c, nll - math.log(prod), max_dev, bad_p, bad_y)  # max_dev is ignored without sum_tol
 
     return kernel
 
@@ -298,7 +298,6 @@ def accumulate_numba(
     rules: ChunkRules,
     c: int,
     s_bins: int,
-    group: int,
 ) -> bool:
     """Add the statistics of a whole update to ``acc`` (NumPy views of the update's delta state) in one pass.
 
@@ -310,23 +309,23 @@ def accumulate_numba(
         rules: the update's :class:`~._histogram_common.ChunkRules`.
         c: number of classes.
         s_bins: number of sub-bins.
-        group: NLL product group size for the input dtype's epsilon (``Workspace.group``).
 
     Returns:
         ``True`` if every voxel was valid and ``acc`` holds the update; ``False`` if some probability, label or
         channel sum is invalid: ``acc`` is then partly filled and must be discarded, and the caller re-runs the NumPy
         path to raise its error.
     """
-    eps = float(torch.finfo(p3.dtype).eps)
+    eps = float(torch.finfo(p3.dtype).eps)  # of the input dtype, as the NumPy path: before any float32 conversion
     sum_tol = -1.0 if rules.sum_tol is None or p3.shape[1] == 1 else float(rules.sum_tol)
     ignore = 0 if rules.ignore_index is None else int(rules.ignore_index)
+    scalars = (s_bins, sum_tol, eps, Workspace.group(eps))
+    kernel = _binary_kernel if c == 2 else _multiclass_kernel(c)
     flags = np.zeros(4)
     for p, t, m in _blocks(p3, t3, m3):
         if p.shape[0] * p.shape[2] == 0:
             continue
         inputs = (p, t, m, m3 is not None, rules.onehot, ignore, rules.ignore_index is not None)
-        kernel = _binary_kernel if c == 2 else _multiclass_kernel(c)
-        counts, sums, stats = _run_parts(kernel, (*inputs, s_bins, sum_tol, eps, group), c, s_bins)
+        counts, sums, stats = _run_parts(kernel, (*inputs, *scalars), c, s_bins)
         tail = stats[:, 2 * c :]
         flags[_NLL] += tail[:, _NLL].sum()
         flags[_SUM_DEV] = max(flags[_SUM_DEV], tail[:, _SUM_DEV].max())

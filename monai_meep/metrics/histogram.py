@@ -302,9 +302,8 @@ class CalibrationHistogram:
         delta = self._zeros(dev)
         backend = _CPU_BACKEND if dev.type == "cpu" else "torch"
         if backend == "numba":
-            group = Workspace.group(float(torch.finfo(probs.dtype).eps))
             acc = {k: v.numpy() for k, v in delta.items()}  # views of delta
-            if accumulate_numba(acc, p3, t3, m3, rules, c, self.num_sub_bins, group):
+            if accumulate_numba(acc, p3, t3, m3, rules, c, self.num_sub_bins):
                 self._add(delta)
                 return self
             # some input is invalid: the NumPy path raises the error (and if it accepts after all, its result stands)

@@ -20,7 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WORKFLOWS", "bundle_dir", "config_files", "parse_set", "read_metrics", "run_bundle"]
+from monai_meep.utils import atomic_open
+
+__all__ = ["WORKFLOWS", "bundle_dir", "config_files", "file_logging_conf", "parse_set", "read_metrics", "run_bundle"]
 
 # workflow -> (config files layered in order, MONAI workflow type for check_properties)
 WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -158,3 +160,18 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             extra[k] = v
     return extra
+
+
+def file_logging_conf(run_dir: str | os.PathLike) -> str:
+    """Write ``run_dir/logging.conf``, a bundle logging config that sends INFO logs to ``run_dir/bundle.log``, so the
+    console keeps the runner's own output (summary, progress bar); returns its path for ``run_bundle``."""
+    run_dir = Path(run_dir)
+    log = run_dir / "bundle.log"
+    with atomic_open(run_dir / "logging.conf") as f:
+        f.write(
+            "[loggers]\nkeys=root\n\n[handlers]\nkeys=file\n\n[formatters]\nkeys=plain\n\n"
+            "[logger_root]\nlevel=INFO\nhandlers=file\n\n"
+            f"[handler_file]\nclass=FileHandler\nlevel=INFO\nformatter=plain\nargs=({str(log)!r}, 'a')\n\n"
+            "[formatter_plain]\nformat=%(asctime)s - %(name)s - %(levelname)s - %(message)s\n"
+        )
+    return str(run_dir / "logging.conf")

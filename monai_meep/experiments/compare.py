@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import bundle_dir, parse_set, read_metrics, run_bundle
+from monai_meep.experiments.bundle_runner import bundle_dir, file_logging_conf, parse_set, read_metrics, run_bundle
 
 __all__ = ["BUDGETS", "COLUMNS", "add_parser", "format_table", "run_compare", "summarise"]
 
@@ -78,17 +78,6 @@ MODELS: list[tuple[str, str, dict[str, Any]]] = [
     ("Dice", "dice", {"base_loss": "dice", "regularizer": "none"}),
     ("Dice + MEEP (KL)", "dice_meep_kl", {"base_loss": "dice", "regularizer": "meep_kl"}),
 ]
-
-
-def _logging_conf(path: Path, log_file: Path) -> str:
-    """A logging config that sends the bundle's INFO logs to ``log_file`` (the console shows compare's summary)."""
-    path.write_text(
-        "[loggers]\nkeys=root\n\n[handlers]\nkeys=file\n\n[formatters]\nkeys=plain\n\n"
-        "[logger_root]\nlevel=INFO\nhandlers=file\n\n"
-        f"[handler_file]\nclass=FileHandler\nlevel=INFO\nformatter=plain\nargs=({str(log_file)!r}, 'a')\n\n"
-        "[formatter_plain]\nformat=%(asctime)s - %(name)s - %(levelname)s - %(message)s\n"
-    )
-    return str(path)
 
 
 def summarise(values: dict[str, float], scale: float = 1.0) -> tuple[float, float, int]:
@@ -200,7 +189,7 @@ def run_compare(
     for name, slug, loss in MODELS:
         run_dir = out / slug
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_conf = _logging_conf(run_dir / "logging.conf", run_dir / "bundle.log")
+        log_conf = file_logging_conf(run_dir)
         common = {**settings, **loss, "run_dir": str(run_dir)}
         say(f"[compare] {name}: training ({settings['max_epochs']} epochs; log: {run_dir / 'bundle.log'})", flush=True)
         timings[f"{slug}_train_s"] = run_bundle(task, "train", common, logging_file=log_conf)

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import parse_set, run_bundle
+from monai_meep.experiments.bundle_runner import file_logging_conf, parse_set, run_bundle
 from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
-from monai_meep.experiments.table_format import export_results, write_outputs, write_text
+from monai_meep.experiments.table_format import export_results, write_outputs
 
 __all__ = ["BUDGETS", "MODELS", "ROWS", "EXIT_STOPPED", "add_parser", "export_results", "resolve_rows", "run_table1"]
 
@@ -132,21 +132,10 @@ class Unit:
         return self.marker.is_file()
 
 
-def _logging_conf(run_dir: Path) -> str:
-    """A logging config sending the bundle's log to ``run_dir/bundle.log`` (the console keeps the progress bar)."""
-    path = run_dir / "logging.conf"
-    log = run_dir / "bundle.log"
-    write_text(path, "[loggers]\nkeys=root\n\n[handlers]\nkeys=file\n\n[formatters]\nkeys=plain\n\n"
-               "[logger_root]\nlevel=INFO\nhandlers=file\n\n"
-               f"[handler_file]\nclass=FileHandler\nlevel=INFO\nformatter=plain\nargs=({str(log)!r}, 'a')\n\n"
-               "[formatter_plain]\nformat=%(asctime)s - %(name)s - %(levelname)s - %(message)s\n")
-    return str(path)
-
-
 def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     """Run one unit through the bundle and write its marker (atomically, last); return the run record."""
     unit.run_dir.mkdir(parents=True, exist_ok=True)
-    log_conf = _logging_conf(unit.run_dir)
+    log_conf = file_logging_conf(unit.run_dir)
     over = {**common, **MODELS[unit.model], "run_dir": str(unit.run_dir), "seed": unit.seed}
     ev = {**over, "save_maps": False, "eval_dir": str(unit.eval_dir)}
     started, t0, stages = utc_now(), time.perf_counter(), {}

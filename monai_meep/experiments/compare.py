@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from monai_meep.experiments.bundle_runner import bundle_dir, file_logging_conf, parse_set, read_metrics, run_bundle
+from monai_meep.experiments.manifest import atomic_write_text
+from monai_meep.utils import atomic_open
 
 __all__ = ["BUDGETS", "COLUMNS", "add_parser", "format_table", "run_compare", "summarise"]
 
@@ -212,15 +214,15 @@ def run_compare(
         f"{n} test subjects. MEEP weight: the paper's lambda for {task.upper()} + Dice. Settings: "
         f"{json.dumps({k: v for k, v in settings.items() if k not in ('progress', 'num_workers')})}.\n"
     )
-    (out / "compare.md").write_text(md + note)
-    with open(out / "compare.csv", "w", newline="") as f:
+    atomic_write_text(out / "compare.md", md + note)
+    with atomic_open(out / "compare.csv", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "metric", "mean", "std", "n"])
         for model, cols in rows.items():
             for h, (m, s, k) in cols.items():
                 w.writerow([model, h, m, s, k])
     timings["total_s"] = time.perf_counter() - t0
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
     files += [str(out / "compare.md"), str(out / "compare.csv"), str(out / "timings.json")]
     say("\n" + format_table(rows, markdown=False))
     say(f"\n(mean (std) over {n} test subjects; total {timings['total_s']:.0f} s) -> {out}")

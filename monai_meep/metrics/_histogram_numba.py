@@ -21,17 +21,19 @@ raises exactly what it would have raised, so both paths refuse the same inputs w
 from __future__ import annotations
 
 import functools
-import math
+import importlib.util
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 import numpy as np
 import torch
-from monai.utils import optional_import
 
 from ._histogram_common import ChunkRules, Workspace
 
-numba, HAS_NUMBA = optional_import("numba")
+# whether Numba is installed; it is imported (with the kernels) on the first CPU update, see _kernels
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
 __all__ = ["HAS_NUMBA", "accumulate_numba"]
 
@@ -50,200 +52,15 @@ _NATIVE_LABELS = (torch.int64, torch.int32, torch.uint8, torch.float32, torch.fl
 _NLL, _SUM_DEV, _BAD_P, _BAD_Y = range(4)
 
 
-def _jit(func):
-    """Compile ``func`` with Numba: ``nogil`` (parts run on plain threads), ``error_model="numpy"`` (no
-    ZeroDivisionError checks in the loops) and ``cache`` (each specialisation compiles once per installation, not once
-    per process) where Numba finds a writable cache folder; on a read-only install without one, per process."""
-    if not HAS_NUMBA:
-        return func
-    try:
-        return numba.njit(nogil=True, cache=True, error_model="numpy")(func)
-    except RuntimeError:  # "cannot cache function ...: no locator available": nowhere to write the cache
-        return numba.njit(nogil=True, error_model="numpy")(func)
-
-
-_inline = numba.njit(inline="always", error_model="numpy") if HAS_NUMBA else (lambda f: f)
-
-
-@_inline
-def _label(t, b, i, onehot, c, ignore, use_ignore):
-    """Class of voxel ``i`` of image ``b``: ``>= 0``; ``-1``: ignored label; ``-2``: invalid label or one-hot vector."""
-    if onehot:
-        y = -1
-        for k in range(c):
-            v = t[b, k, i]
-            if v == 1:
-                y = k if y == -1 else -2
-            elif v != 0:
-                y = -2
-        return -2 if y == -1 else y
-    v = t[b, 0, i]
-    if use_ignore and v == ignore:
-        return -1
-    # compared in the label's own type before any conversion: NaN fails both tests, inf the range test
-    if v == math.floor(v) and 0 <= v < c:
-        return int(v)
-    return -2
-
-
-@_inline
-def _nll_step(nll, prod, in_group, qy, eps, group):
-    """Add ``-log(max(qy, eps))`` to the NLL: one log per group of ``group`` voxels (``eps ** group`` is a normal
-    float64, so the running product cannot underflow); returns the new ``(nll, prod, in_group)``."""
-    prod *= max(qy, eps)
-    in_group += 1
-    if in_group == group:
-        return nll - math.log(prod), 1.0, 0
-    return nll, prod, in_group
-
-
-@_jit
-def _binary_kernel(
-    p, t, m, use_mask, onehot, ignore, use_ignore, s_bins, sum_tol, eps, group, lo, hi, counts, records, stats
-):
-    """Two classes (one sigmoid channel or two softmax channels): every per-class value lives in a register.
-
-    ``counts`` (int32) and ``records`` (float64) are two flat views of one part's records (see ``_run_parts``): the
-    record of row ``r`` (class, or ``C`` for the top label) and sub-bin ``s`` is ``at = r * S + s``, its counts
-    ``counts[4 at + hit]`` and its probability sum ``records[2 at + 1]``. ``stats``: Brier sums ``(C,)``,
-    positive-stratum Brier sums ``(C,)``, then the entries named by ``_NLL.._BAD_Y``.
-    """
-    n = p.shape[2]
-    sigmoid = p.shape[1] == 1
-    scale, last = float(s_bins), s_bins - 1
-    brier0 = brier1 = pos0 = pos1 = nll = max_dev = 0.0
-    prod = 1.0
-    in_group = bad_p = bad_y = 0
-    for b in range(lo // n, (hi - 1) // n + 1):
-        for i in range(max(lo - b * n, 0), min(hi - b * n, n)):
-            q1 = np.float64(p[b, 1 - sigmoid, i])
-            q0 = 1.0 - q1 if sigmoid else np.float64(p[b, 0, i])
-            # probabilities are range-checked at every voxel, masked or not (as validate_chunk does); NaN fails too
-            if not (q0 >= 0.0 and q0 <= 1.0 and q1 >= 0.0 and q1 <= 1.0):
-                bad_p += 1
-                continue
-            if use_mask and not m[b, i]:
-                continue
-            y = _label(t, b, i, onehot, 2, ignore, use_ignore)
-            if y < 0:
-                bad_y += y == -2
-                continue
-            if sum_tol >= 0.0:
-                max_dev = max(max_dev, abs((q0 + q1) - 1.0))
-            s0 = min(int(q0 * scale), last)  # truncation == floor for q >= 0; q == 1 goes to the closed last bin
-            s1 = min(int(q1 * scale), last)
-            counts[4 * s0 + (y == 0)] += 1
-            records[2 * s0 + 1] += q0
-            counts[4 * (s_bins + s1) + y] += 1
-            records[2 * (s_bins + s1) + 1] += q1
-            d0 = q0 - (y == 0)
-            d1 = q1 - y
-            brier0 += d0 * d0
-            brier1 += d1 * d1
-            # top label: the first arg-max wins ties, as np.argmax / torch.max
-            pred = np.int64(q1 > q0)
-            top = 2 * s_bins + (s1 if pred else s0)
-            counts[4 * top + (pred == y)] += 1
-            records[2 * top + 1] += max(q0, q1)
-            if y:
-                pos1 += d1 * d1
-                qy = q1
-            else:
-                pos0 += d0 * d0
-                qy = q0
-            nll, prod, in_group = _nll_step(nll, prod, in_group, qy, eps, group)
-    stats[0] += brier0
-    stats[1] += brier1
-    stats[2] += pos0
-    stats[3] += pos1
-    _finish(stats, 2, nll - math.log(prod), max_dev, bad_p, bad_y)
-
-
-@_jit
-def _count_invalid(p, lo, hi):
-    """Probabilities outside [0, 1] or NaN among voxels ``[lo, hi)``: one tight loop per channel, vectorised."""
-    n, bad = p.shape[2], 0
-    for b in range(lo // n, (hi - 1) // n + 1):
-        for k in range(p.shape[1]):
-            for i in range(max(lo - b * n, 0), min(hi - b * n, n)):
-                v = p[b, k, i]
-                bad += not (v >= 0.0 and v <= 1.0)
-    return bad
-
-
 @functools.cache
-def _multiclass_kernel(c: int):
-    """The any-class kernel compiled for ``c`` classes (``p`` has ``c`` channels), same arguments as the two-class one.
-
-    The class count is a compile-time constant of each kernel, so LLVM unrolls the class loops (about 20 % faster at
-    three classes than a run-time count); each count compiles once, and Numba caches it on disk.
-    """
-
-    @_jit
-    def kernel(
-        p, t, m, use_mask, onehot, ignore, use_ignore, s_bins, sum_tol, eps, group, lo, hi, counts, records, stats
-    ):
-        """One loop over the ``c`` classes of each voxel.
-
-        Probabilities are range-checked in that loop (an invalid one is counted and binned as 0: the part is discarded
-        anyway); voxels skipped before it (masked, ignored) are checked first in a separate, vectorised pass, because
-        every probability must be valid, scored or not.
-        """
-        bad_p = _count_invalid(p, lo, hi) if use_mask or use_ignore else 0
-        if bad_p:
-            _finish(stats, c, 0.0, 0.0, bad_p, 0)
-            return
-        n = p.shape[2]
-        scale, last = float(s_bins), s_bins - 1
-        brier = np.zeros(2 * c)
-        nll = max_dev = 0.0
-        prod = 1.0
-        in_group = bad_y = 0
-        for b in range(lo // n, (hi - 1) // n + 1):
-            for i in range(max(lo - b * n, 0), min(hi - b * n, n)):
-                if use_mask and not m[b, i]:
-                    continue
-                y = _label(t, b, i, onehot, c, ignore, use_ignore)
-                if y < 0:
-                    bad_y += y == -2
-                    continue
-                conf, pred, top, qy, total = -1.0, 0, 0, 0.0, 0.0
-                for k in range(c):
-                    q = np.float64(p[b, k, i])
-                    total += q
-                    valid = (q >= 0.0) & (q <= 1.0)  # False for NaN
-                    bad_p += not valid
-                    q = q if valid else 0.0  # keeps the sub-bin index in range
-                    at = k * s_bins + min(int(q * scale), last)
-                    hit = k == y
-                    counts[4 * at + hit] += 1
-                    records[2 * at + 1] += q
-                    d = q - hit
-                    brier[k] += d * d
-                    gt = q > conf  # strict: the first arg-max wins ties
-                    conf = max(conf, q)
-                    pred = k if gt else pred
-                    top = at if gt else top
-                    qy = q if hit else qy
-                max_dev = max(max_dev, abs(total - 1.0))
-                top += (c - pred) * s_bins  # the same sub-bin in the top-label row
-                counts[4 * top + (pred == y)] += 1
-                records[2 * top + 1] += conf
-                d = qy - 1.0
-                brier[c + y] += d * d
-                nll, prod, in_group = _nll_step(nll, prod, in_group, qy, eps, group)
-        stats[: 2 * c] += brier
-        _finish(stats, c, nll - math.log(prod), max_dev, bad_p, bad_y)  # max_dev is ignored without sum_tol
-
-    return kernel
-
-
-@_jit
-def _finish(stats, c, nll, max_dev, bad_p, bad_y):
-    stats[2 * c + _NLL] += nll
-    stats[2 * c + _SUM_DEV] = max(stats[2 * c + _SUM_DEV], max_dev)
-    stats[2 * c + _BAD_P] += bad_p
-    stats[2 * c + _BAD_Y] += bad_y
+def _kernels() -> ModuleType | None:
+    """The kernel module, imported (with Numba) on first use; ``None``, with one warning, if Numba fails to import."""
+    try:
+        from . import _histogram_numba_kernels
+    except ImportError as e:  # e.g. a Numba release that does not support the installed NumPy
+        warnings.warn(f"Numba could not be imported ({e}); calibration histograms use the slower NumPy path.")
+        return None
+    return _histogram_numba_kernels
 
 
 def _part_bounds(total: int, c: int, s_bins: int) -> list[tuple[int, int]]:
@@ -312,14 +129,17 @@ def accumulate_numba(
 
     Returns:
         ``True`` if every voxel was valid and ``acc`` holds the update; ``False`` if some probability, label or
-        channel sum is invalid: ``acc`` is then partly filled and must be discarded, and the caller re-runs the NumPy
-        path to raise its error.
+        channel sum is invalid, or Numba failed to import: ``acc`` must then be discarded, and the caller re-runs the
+        NumPy path (which raises the error, or computes the update).
     """
     eps = float(torch.finfo(p3.dtype).eps)  # of the input dtype, as the NumPy path: before any float32 conversion
     sum_tol = -1.0 if rules.sum_tol is None or p3.shape[1] == 1 else float(rules.sum_tol)
     ignore = 0 if rules.ignore_index is None else int(rules.ignore_index)
     scalars = (s_bins, sum_tol, eps, Workspace.group(eps))
-    kernel = _binary_kernel if c == 2 else _multiclass_kernel(c)
+    kernels = _kernels()
+    if kernels is None:
+        return False  # Numba would not import: the NumPy path computes this update
+    kernel = kernels.binary_kernel if c == 2 else kernels.multiclass_kernel(c)
     flags = np.zeros(4)
     for p, t, m in _blocks(p3, t3, m3):
         if p.shape[0] * p.shape[2] == 0:

@@ -306,7 +306,7 @@ class CalibrationHistogram:
             if accumulate_numba(acc, p3, t3, m3, rules, c, self.num_sub_bins):
                 self._add(delta)
                 return self
-            # some input is invalid: the NumPy path raises the error (and if it accepts after all, its result stands)
+            # some input is invalid (or Numba would not import): the NumPy path raises the error, or computes the update
             delta, backend = self._zeros(dev), "numpy"
         chunk = min(self.chunk_size, max(1024, WORKSPACE_BYTES // (8 * (3 * c + 8))))
         ws = Workspace(c, min(chunk, b * n), self.num_sub_bins, dev)

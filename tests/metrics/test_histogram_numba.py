@@ -106,7 +106,8 @@ def test_binary_kernel_equals_multiclass_kernel():
     m = np.ones((1, 1), np.bool_)
     total, s_bins = 2 * 12 * 11 * 7, 300
     out = []
-    for kernel in (hn._binary_kernel, hn._multiclass_kernel(2)):
+    hk = hn._kernels()
+    for kernel in (hk.binary_kernel, hk.multiclass_kernel(2)):
         records, stats = np.zeros((3, s_bins, 2)), np.zeros(8)
         flags = (m, False, False, 0, False, s_bins, 1e-3, 1.2e-7, 32, 0, total)
         kernel(p, t, *flags, records.view(np.int32).reshape(-1), records.reshape(-1), stats)
@@ -188,16 +189,37 @@ def test_native_label_dtypes_and_non_integer_labels(monkeypatch, c, t_dtype):
 def test_kernels_compile_without_a_writable_cache(monkeypatch):
     """Numba refuses ``cache=True`` where no folder is writable (a read-only install, no home); the kernels then
     compile per process instead of failing at import."""
-    real_njit = hn.numba.njit
+    hk = hn._kernels()
+    real_njit = hk.numba.njit
 
     def njit(*args, cache=False, **kwargs):
         if cache:
             raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
         return real_njit(*args, **kwargs)
 
-    monkeypatch.setattr(hn.numba, "njit", njit)
+    monkeypatch.setattr(hk.numba, "njit", njit)
 
     def add_one(x):
         return x + 1
 
-    assert hn._jit(add_one)(41) == 42
+    assert hk._jit(add_one)(41) == 42
+
+
+def test_numba_is_imported_on_first_use_not_with_the_package():
+    code = "import sys, monai_meep; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_numba_that_fails_to_import_falls_back_to_numpy(monkeypatch):
+    """One warning, then the NumPy path computes every update (same state)."""
+    import monai_meep.metrics
+
+    monkeypatch.delattr(monai_meep.metrics, "_histogram_numba_kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "monai_meep.metrics._histogram_numba_kernels", None)  # import raises
+    with pytest.warns(UserWarning, match="NumPy path"):
+        assert hn._kernels.__wrapped__() is None
+    monkeypatch.setattr(hn, "_kernels", lambda: None)
+    probs, target, mask = _data(b=2, c=3, shape=(6, 5, 4), seed=15)
+    ref = _state("numpy", monkeypatch, 3, probs, target, mask=mask)
+    _assert_same(_state("numba", monkeypatch, 3, probs, target, mask=mask), ref, exact=True)

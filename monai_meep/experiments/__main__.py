@@ -17,6 +17,7 @@ COMMANDS = {
     "compare": "monai_meep.experiments.compare",
     "table1": "monai_meep.experiments.table1",
     "domain-shift": "monai_meep.experiments.domain_shift",
+    "stats": "monai_meep.experiments.stats",
 }
 
 

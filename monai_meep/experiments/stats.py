@@ -1,0 +1,342 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Paired statistics of a Table 1 folder: each row against its base row, per metric, with intervals.
+
+The paper reports the mean (std) of three models only. Here every regularised or post-hoc row is compared with its
+base row (Dice or CE) on the same (seed, test subject) pairs, as ``docs/results.md`` explains:
+
+- the **mean paired difference** (row minus base, in the column's unit) over all (seed, subject) pairs;
+- its **95 % bootstrap interval**: test subjects resampled with replacement (the same subjects for every seed, so
+  seeds stay paired), 10 000 resamples, percentile interval, fixed RNG seed (the numbers are reproducible);
+- the **Wilcoxon signed-rank** p-value over the pairs (``scipy.stats.wilcoxon``, two-sided);
+- the number of **seeds in which the row is better** (its per-model mean over subjects).
+
+A difference is ``better`` or ``worse`` only when the interval excludes 0 on that side, else ``inconclusive``.
+Pairs where either value is not finite (a Hausdorff distance of an empty prediction) are left out and counted.
+
+``python -m monai_meep.experiments stats <folder>`` recomputes ``paired.csv`` / ``paired.md`` (and ``claims.md``,
+see :mod:`monai_meep.experiments.claims`) from the committed ``per_subject/*.csv`` of a results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "COMPARISONS",
+    "METRICS",
+    "PairedDifference",
+    "add_parser",
+    "paired_difference",
+    "paired_markdown",
+    "paired_table",
+    "read_per_subject",
+    "write_paired",
+]
+
+# per-subject CSV column -> higher is better (the columns of table_format, in its order)
+METRICS: dict[str, bool] = {
+    "DSC": True,
+    "HD (mm)": False,
+    "Brier (x1e-4)": False,
+    "Brier+": False,
+    "ECE (x1e-3)": False,
+    "HD95 (mm)": False,
+}
+
+# (row, reference row): every regularised / post-hoc row against its base loss first, then the pairs the paper's
+# claims need (MEEP vs the all-voxel penalty, vs focal loss, vs post-hoc calibration, KL vs entropy).
+COMPARISONS: list[tuple[str, str]] = [
+    *(
+        (f"{base}{suffix}", base)
+        for base in ("Dice", "CE")
+        for suffix in ("+PS", "+IR", "+H(Y)", "+H(Y_w)", "+KL(Y_w)")
+    ),
+    ("FL", "CE"),
+    ("FL", "Dice"),
+    *(
+        (f"{base}{meep}", f"{base}{other}")
+        for base in ("Dice", "CE")
+        for meep in ("+H(Y_w)", "+KL(Y_w)")
+        for other in ("+H(Y)", "+PS", "+IR")
+    ),
+    *((f"{base}+KL(Y_w)", f"{base}+H(Y_w)") for base in ("Dice", "CE")),
+    *((f"{base}{meep}", "FL") for base in ("Dice", "CE") for meep in ("+H(Y_w)", "+KL(Y_w)")),
+]
+
+CONFIDENCE = 0.95
+N_RESAMPLES = 10_000
+RNG_SEED = 0
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """One row-vs-reference comparison on one metric (values in the metric's table unit)."""
+
+    n_pairs: int  # finite (seed, subject) pairs used
+    n_seeds: int
+    n_subjects: int
+    n_dropped: int  # pairs left out: a value not finite
+    mean_row: float
+    mean_reference: float
+    mean_difference: float  # row minus reference
+    ci_low: float
+    ci_high: float
+    wilcoxon_p: float
+    seeds_better: int  # seeds whose per-model mean is better for the row
+    higher_is_better: bool
+    verdict: str  # "better", "worse" or "inconclusive" (interval vs 0, in the metric's direction)
+
+
+def _verdict(low: float, high: float, higher_is_better: bool) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    if low > 0:
+        return "better" if higher_is_better else "worse"
+    if high < 0:
+        return "worse" if higher_is_better else "better"
+    return "inconclusive"
+
+
+def paired_difference(
+    row: Any,
+    reference: Any,
+    higher_is_better: bool,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    rng_seed: int = RNG_SEED,
+) -> PairedDifference:
+    """Paired comparison of ``row`` with ``reference``, both ``(seeds, subjects)`` arrays aligned pair by pair.
+
+    Args:
+        row: values of the compared row, shape ``(S, N)``: seed ``s``, test subject ``n``.
+        reference: the base row's values on the same pairs, same shape.
+        higher_is_better: the metric's direction (DSC: True; HD, Brier, ECE: False).
+        n_resamples: bootstrap resamples of the subjects.
+        confidence: interval level.
+        rng_seed: seed of the bootstrap's ``numpy.random.default_rng``.
+
+    Returns:
+        A :class:`PairedDifference`; with no finite pair every statistic is NaN and the verdict ``inconclusive``.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D, or ``confidence`` / ``n_resamples`` out of range.
+
+    Example:
+        >>> import numpy as np
+        >>> d = paired_difference(np.array([[0.5, 0.6, 0.7]]), np.array([[0.6, 0.7, 0.8]]), higher_is_better=False)
+        >>> round(d.mean_difference, 6), d.verdict
+        (-0.1, 'better')
+    """
+    a, b = np.asarray(row, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(
+            f"row and reference must be (seeds, subjects) arrays of one shape, got {a.shape} and {b.shape}."
+        )
+    if not 0.0 < confidence < 1.0 or int(n_resamples) < 1:
+        raise ValueError(f"confidence must be in (0, 1) and n_resamples >= 1, got {confidence}, {n_resamples}.")
+    n_seeds, n_subjects = a.shape
+    valid = np.isfinite(a) & np.isfinite(b)
+    diff = np.where(valid, a - b, 0.0)
+    n_pairs = int(valid.sum())
+    nan = math.nan
+    if n_pairs == 0:
+        return PairedDifference(
+            0, n_seeds, n_subjects, a.size, nan, nan, nan, nan, nan, nan, 0, higher_is_better, "inconclusive"
+        )
+    mean_diff = float(diff.sum() / n_pairs)
+    # resample subjects (columns), the same for every seed: a seed's models stay paired with their subjects
+    idx = np.random.default_rng(rng_seed).integers(0, n_subjects, size=(int(n_resamples), n_subjects))
+    sums = diff[:, idx].sum(axis=(0, 2))
+    counts = valid[:, idx].sum(axis=(0, 2))
+    boot = sums[counts > 0] / counts[counts > 0]
+    alpha = (1.0 - confidence) / 2.0
+    low, high = (float(q) for q in np.quantile(boot, [alpha, 1.0 - alpha]))
+    d = (a - b)[valid]
+    if np.all(d == 0):
+        p = 1.0  # identical on every pair: no evidence of a difference (scipy refuses an all-zero sample)
+    else:
+        from scipy.stats import wilcoxon
+
+        p = float(wilcoxon(d).pvalue)
+    better = 0
+    for s in range(n_seeds):
+        v = valid[s]
+        if v.any():
+            delta = float(a[s, v].mean() - b[s, v].mean())
+            better += int(delta > 0 if higher_is_better else delta < 0)
+    return PairedDifference(
+        n_pairs=n_pairs,
+        n_seeds=n_seeds,
+        n_subjects=n_subjects,
+        n_dropped=int(a.size - n_pairs),
+        mean_row=float(a[valid].mean()),
+        mean_reference=float(b[valid].mean()),
+        mean_difference=mean_diff,
+        ci_low=low,
+        ci_high=high,
+        wilcoxon_p=p,
+        seeds_better=better,
+        higher_is_better=higher_is_better,
+        verdict=_verdict(low, high, higher_is_better),
+    )
+
+
+def read_per_subject(folder: str | Path) -> Any:
+    """All ``per_subject/*.csv`` of a Table 1 folder as one ``pandas.DataFrame`` (row, seed, subject, metrics).
+
+    Raises:
+        FileNotFoundError: the folder has no ``per_subject/*.csv``.
+        ValueError: a file lacks the ``row`` / ``seed`` / ``subject`` columns, or a (row, seed, subject) repeats.
+    """
+    import pandas as pd
+
+    files = sorted((Path(folder) / "per_subject").glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no per_subject/*.csv in {folder}: not a Table 1 results folder.")
+    frames = []
+    for f in files:
+        df = pd.read_csv(f)
+        missing = {"row", "seed", "subject"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{f} lacks the columns {sorted(missing)}.")
+        frames.append(df)
+    data = pd.concat(frames, ignore_index=True)
+    dup = data.duplicated(["row", "seed", "subject"])
+    if dup.any():
+        first = data.loc[dup, ["row", "seed", "subject"]].iloc[0].tolist()
+        raise ValueError(f"(row, seed, subject) {first} appears more than once in {folder}/per_subject.")
+    return data
+
+
+def _aligned(data: Any, row: str, reference: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(S, N)`` arrays of ``row`` and ``reference`` on their common seeds and subjects (None: nothing common)."""
+    wide = data[data["row"].isin([row, reference])].pivot_table(
+        index="seed", columns=["row", "subject"], values=metric, aggfunc="first", dropna=False
+    )
+    if row not in wide.columns.get_level_values(0) or reference not in wide.columns.get_level_values(0):
+        return None
+    a, b = wide[row], wide[reference]
+    subjects = sorted(set(a.columns) & set(b.columns))
+    seeds = [s for s in wide.index if a.loc[s, subjects].notna().any() and b.loc[s, subjects].notna().any()]
+    if not subjects or not seeds:
+        return None
+    return a.loc[seeds, subjects].to_numpy(float), b.loc[seeds, subjects].to_numpy(float)
+
+
+def paired_table(
+    data: Any,
+    comparisons: Sequence[tuple[str, str]] = COMPARISONS,
+    metrics: dict[str, bool] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Every ``(row, reference)`` of ``comparisons`` present in ``data`` x every metric, as a long DataFrame.
+
+    Args:
+        data: per-subject values (:func:`read_per_subject`).
+        comparisons: ``(row, reference)`` pairs; pairs with a row missing from ``data`` are skipped.
+        metrics: metric column -> higher is better (default :data:`METRICS`, the columns present).
+        kwargs: passed to :func:`paired_difference` (``n_resamples``, ``confidence``, ``rng_seed``).
+    """
+    import pandas as pd
+
+    metrics = {m: h for m, h in (metrics or METRICS).items() if m in data.columns}
+    records = []
+    for row, ref in comparisons:
+        for metric, higher in metrics.items():
+            arrays = _aligned(data, row, ref, metric)
+            if arrays is None:
+                continue
+            res = paired_difference(*arrays, higher_is_better=higher, **kwargs)
+            records.append({"row": row, "reference": ref, "metric": metric, **asdict(res)})
+    columns = ["row", "reference", "metric", *PairedDifference.__dataclass_fields__]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return f"{v:+.{digits}f}" if math.isfinite(v) else "n/a"
+
+
+def paired_markdown(table: Any, title: str = "") -> str:
+    """``paired.csv`` as markdown: one table per metric, a line per comparison."""
+    lines = [
+        f"# Paired differences{': ' + title if title else ''}",
+        "",
+        "Row minus reference over (seed, test subject) pairs, in the table's units; 95 % bootstrap interval "
+        f"(subjects resampled, seeds paired, {N_RESAMPLES} resamples, RNG seed {RNG_SEED}); Wilcoxon "
+        "signed-rank p; seeds in which the row's per-model mean is better. Verdict: the interval excludes 0 "
+        "on the better / worse side, else inconclusive.",
+        "",
+    ]
+    if len(table) == 0:
+        return "\n".join(lines + ["No comparison has both rows yet.", ""])
+    for metric in dict.fromkeys(table["metric"]):
+        sub = table[table["metric"] == metric]
+        direction = "higher" if bool(sub["higher_is_better"].iloc[0]) else "lower"
+        lines += [
+            f"## {metric} ({direction} is better)",
+            "",
+            "| row | reference | difference | 95 % CI | Wilcoxon p | seeds better | verdict |",
+            "|:---|:---|---:|:---:|---:|---:|:---|",
+        ]
+        for r in sub.itertuples():
+            ci = f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
+            p = f"{r.wilcoxon_p:.3g}" if math.isfinite(r.wilcoxon_p) else "n/a"
+            dropped = f" ({r.n_dropped} pairs dropped)" if r.n_dropped else ""
+            lines.append(
+                f"| {r.row} | {r.reference} | {_fmt(r.mean_difference)} | {ci} | {p} | "
+                f"{r.seeds_better}/{r.n_seeds} | {r.verdict}{dropped} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_paired(folder: str | Path, title: str = "", task: str | None = None) -> list[str]:
+    """Recompute ``paired.csv``, ``paired.md`` and ``claims.md`` of a Table 1 folder from its per-subject CSVs.
+
+    Args:
+        folder: a Table 1 results folder (``per_subject/*.csv``).
+        title: heading of the markdown files (default: the folder name).
+        task: ``"wmh"`` / ``"la"``, for the paper's values beside the claims (default: ``experiment.json``'s).
+
+    Returns:
+        The paths written.
+    """
+    from monai_meep.experiments.claims import claims_markdown
+    from monai_meep.experiments.manifest import atomic_write_text, read_json
+
+    folder = Path(folder)
+    table = paired_table(read_per_subject(folder))
+    title = title or folder.name
+    task = task or (read_json(folder / "experiment.json") or {}).get("task")
+    return [
+        atomic_write_text(folder / "paired.csv", table.to_csv(index=False, float_format="%.10g")),
+        atomic_write_text(folder / "paired.md", paired_markdown(table, title)),
+        atomic_write_text(folder / "claims.md", claims_markdown(table, title, task)),
+    ]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``stats`` on the ``python -m monai_meep.experiments`` parser."""
+    p = subparsers.add_parser(
+        "stats",
+        help="paired statistics and claims of results folders, from their CSVs",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("folders", nargs="+", help="Table 1 results folders (holding per_subject/*.csv)")
+    p.set_defaults(func=_main)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    for folder in args.folders:
+        for path in write_paired(folder):
+            print(f"[stats] wrote {path}")
+    return 0

@@ -282,13 +282,23 @@ def write_outputs(out: Path, task: str, budget: str, backbone: str, rows: Sequen
             files += plot_rows(out, {r: d for r, d in eval_dirs.items() if d}, f"{task.upper()} {backbone} {budget}")
     except ImportError as e:  # matplotlib missing: the table is still complete
         print(f"[table1] figures skipped: {e}", file=sys.stderr)
+    if results and any(results.values()):
+        from monai_meep.experiments.stats import write_paired
+
+        files += write_paired(out, title=title, task=task)
     records = [read_json(u.marker) for u in units if u.done()]
+    starts = sorted(r["started"] for r in records if r.get("started"))
+    ends = sorted(r["finished"] for r in records if r.get("finished"))
     atomic_write_json(out / "manifest.json", {
         "experiment": {"task": task, "backbone": backbone, "budget": budget, "dataset_dir": dataset_dir,
                        "rows": [r[0] for r in rows], "seeds": list(seeds), "overrides": common},
         "command": [sys.executable, "-m", "monai_meep.experiments", *sys.argv[1:]],
         "written": utc_now(), "complete": complete, "runs_done": len(records), "runs_total": len(units),
-        "total_wall_s": sum(r.get("wall_s", 0.0) for r in records), "env": env, "runs": records,
+        # total_wall_s: the runs' own wall times summed (one runner process: the table's wall time, whatever the
+        # pauses between sittings); first_started / last_finished span the sittings too
+        "total_wall_s": sum(r.get("wall_s", 0.0) for r in records),
+        "first_started": starts[0] if starts else None, "last_finished": ends[-1] if ends else None,
+        "env": env, "runs": records,
     })
     files.append(str(out / "manifest.json"))
     return {"table": table, "complete": complete, "cells_done": n_done, "cells_total": len(cells), "files": files}

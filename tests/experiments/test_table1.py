@@ -286,8 +286,8 @@ def test_domain_shift_trains_on_two_sites_and_reports_the_change(tmp_path, fake)
     assert all(o["run_dir"].startswith(str(tmp_path / "loso_Utrecht")) for o in loso)
     for row in ("Dice", "Dice+KL(Y_w)"):
         for _, h, _, _ in COLUMNS:
-            want = res["shifted"]["table"][row][h]["mean"] - res["in_domain"]["table"][row][h]["mean"]
-            assert res["delta"][row][h] == pytest.approx(want) and math.isfinite(want)
+            want = res["shifted"]["Utrecht"]["table"][row][h]["mean"] - res["in_domain"]["table"][row][h]["mean"]
+            assert res["delta"]["Utrecht"][row][h] == pytest.approx(want) and math.isfinite(want)
     md = (tmp_path / "domain_shift.md").read_text()
     assert "held-out site Utrecht" in md and "Change from in-domain" in md
     # a call that may start nothing still tabulates both finished parts

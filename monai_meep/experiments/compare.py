@@ -119,6 +119,41 @@ def _column(rows: list[dict[str, str]], key: str) -> list[float]:
     return [float(r[key]) if r[key] not in ("", "nan") else math.nan for r in rows]
 
 
+def paired_rows(per_subject: dict[str, dict[str, dict[str, float]]], model: str, reference: str) -> dict[str, Any]:
+    """Paired difference ``model`` minus ``reference`` per column over their common test subjects (one seed).
+
+    ``per_subject``: model -> metric file stem -> subject -> value (as :func:`read_metrics` returns). Returns
+    column header -> :class:`monai_meep.experiments.stats.PairedDifference`, in the column's unit.
+    """
+    import numpy as np
+
+    from monai_meep.experiments.stats import METRICS, paired_difference
+
+    out = {}
+    for key, header, scale, _ in COLUMNS:
+        a, b = per_subject[model].get(key, {}), per_subject[reference].get(key, {})
+        subjects = sorted(set(a) & set(b))
+        if not subjects:
+            continue
+        row = np.array([[a[s] * scale for s in subjects]])
+        ref = np.array([[b[s] * scale for s in subjects]])
+        out[header] = paired_difference(row, ref, higher_is_better=METRICS[header])  # same headers as Table 1
+    return out
+
+
+def format_paired(diffs: dict[str, Any], model: str, reference: str) -> str:
+    """The paired differences as aligned text lines, with the verdict of each interval."""
+    n = max((d.n_pairs for d in diffs.values()), default=0)
+    lines = [f"Paired difference, {model} minus {reference}, over the {n} test subjects (95 % bootstrap interval, "
+             "Wilcoxon p):"]
+    width = max((len(h) for h in diffs), default=0)
+    for header, d in diffs.items():
+        digits = next(c[3] for c in COLUMNS if c[1] == header)
+        lines.append(f"  {header.ljust(width)}  {d.mean_difference:+.{digits}f} [{d.ci_low:+.{digits}f}, "
+                     f"{d.ci_high:+.{digits}f}]  p={d.wilcoxon_p:.2g}  {d.verdict}")
+    return "\n".join(lines)
+
+
 def _plot(out: Path, runs: dict[str, Path]) -> list[str]:
     """Both models' reliability diagrams on one figure, and their probability histograms, from the bin tables."""
     from monai_meep.visualize import plot_probability_histogram, plot_reliability_diagram
@@ -187,6 +222,7 @@ def run_compare(
     timings: dict[str, float] = {}
     rows: dict[str, dict[str, tuple[float, float, int]]] = {}
     eval_dirs: dict[str, Path] = {}
+    per_subject: dict[str, dict[str, dict[str, float]]] = {}
     say(f"[compare] task={task} budget={budget} out={out} bundle={bundle_dir(task)}")
     for name, slug, loss in MODELS:
         run_dir = out / slug
@@ -205,6 +241,7 @@ def run_compare(
         if missing:
             raise RuntimeError(f"evaluation of {name} wrote no per-subject values for {missing} in {eval_dirs[name]}.")
         rows[name] = {h: summarise(metrics[k], s) for k, h, s, _ in COLUMNS}
+        per_subject[name] = metrics
         say(f"[compare] {name}: done in {timings[f'{slug}_train_s'] + timings[f'{slug}_evaluate_s']:.0f} s", flush=True)
     files = _plot(out, eval_dirs)
     md = format_table(rows, markdown=True)
@@ -214,7 +251,12 @@ def run_compare(
         f"{n} test subjects. MEEP weight: the paper's lambda for {task.upper()} + Dice. Settings: "
         f"{json.dumps({k: v for k, v in settings.items() if k not in ('progress', 'num_workers')})}.\n"
     )
-    atomic_write_text(out / "compare.md", md + note)
+    (model, _, _), (reference, _, _) = MODELS[1], MODELS[0]
+    diffs = paired_rows(per_subject, model, reference)
+    paired = format_paired(diffs, model, reference)
+    caveat = ("One seed on a phantom at a small budget is a demonstration, not evidence: the full tables (13 rows x 3 "
+              "seeds, paired statistics) are in results/ and docs/results.md.")
+    atomic_write_text(out / "compare.md", md + note + "\n```\n" + paired + "\n```\n\n" + caveat + "\n")
     with atomic_open(out / "compare.csv", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "metric", "mean", "std", "n"])
@@ -226,7 +268,8 @@ def run_compare(
     files += [str(out / "compare.md"), str(out / "compare.csv"), str(out / "timings.json")]
     say("\n" + format_table(rows, markdown=False))
     say(f"\n(mean (std) over {n} test subjects; total {timings['total_s']:.0f} s) -> {out}")
-    return {"table": rows, "markdown": md, "files": files, "timings": timings}
+    say("\n" + paired + "\n" + caveat)
+    return {"table": rows, "markdown": md, "files": files, "timings": timings, "paired": diffs}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ COMMANDS = {
     "table1": "monai_meep.experiments.table1",
     "domain-shift": "monai_meep.experiments.domain_shift",
     "stats": "monai_meep.experiments.stats",
+    "convergence": "monai_meep.experiments.convergence",
 }
 
 

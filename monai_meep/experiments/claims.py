@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLAIMS", "PAPER_TABLE1", "Claim", "check_claims", "claims_markdown"]
+__all__ = ["CLAIMS", "PAPER_TABLE1", "Claim", "check_claims", "claims_markdown", "claims_summary"]
 
 _MEEP = ("+H(Y_w)", "+KL(Y_w)")
 _BASES = ("Dice", "CE")
@@ -222,3 +222,29 @@ def claims_markdown(table: Any, title: str = "", task: str | None = None) -> str
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def claims_summary(tables: dict[str, tuple[Any, str | None]]) -> str:
+    """One markdown table of every claim's verdict across several results folders.
+
+    Args:
+        tables: column label (e.g. ``"LA, UNet"``) -> (its :func:`.stats.paired_table`, its task or None).
+
+    Returns:
+        A table with a row per claim and a column per folder: ``verdict (holds / contradicted / inconclusive)``.
+    """
+    checked = {label: check_claims(table, task) for label, (table, task) in tables.items()}
+    labels = list(checked)
+    lines = ["| claim | " + " | ".join(labels) + " |", "|:---|" + "|".join(":---" for _ in labels) + "|"]
+    for i, claim in enumerate(CLAIMS):
+        cells = []
+        for label in labels:
+            c = checked[label][i]
+            k = c["counts"]
+            cells.append(
+                c["verdict"]
+                if c["verdict"] == "not run"
+                else f"**{c['verdict']}** ({k['holds']} / {k['contradicted']} / {k['inconclusive']})"
+            )
+        lines.append(f"| {claim.text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -331,12 +331,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("folders", nargs="+", help="Table 1 results folders (holding per_subject/*.csv)")
+    p.add_argument(
+        "--summary",
+        default="",
+        metavar="FILE",
+        help="also write one markdown table of every claim's verdict across the folders to FILE",
+    )
     p.set_defaults(func=_main)
     return p
 
 
 def _main(args: argparse.Namespace) -> int:
+    from monai_meep.experiments.claims import claims_summary
+    from monai_meep.experiments.manifest import atomic_write_text, read_json
+
+    tables = {}
     for folder in args.folders:
         for path in write_paired(folder):
             print(f"[stats] wrote {path}")
+        spec = read_json(Path(folder) / "experiment.json") or {}
+        label = Path(folder).name
+        tables[label] = (paired_table(read_per_subject(folder)), spec.get("task"))
+    if args.summary:
+        legend = (
+            "Each cell: verdict (comparisons that hold / are contradicted / are inconclusive); the comparisons "
+            "and their intervals are in each folder's claims.md.\n\n"
+        )
+        print(f"[stats] wrote {atomic_write_text(args.summary, legend + claims_summary(tables))}")
     return 0

@@ -50,6 +50,14 @@ def test_compare_quick_runs_end_to_end(tmp_path, monkeypatch, capsys):
                 assert float(row["std"]) == pytest.approx(vals.std(ddof=0), rel=1e-9, abs=1e-12)
             if key in ("val_mean_dice", "val_brier", "val_brier_plus", "val_ece"):
                 assert np.all(np.isfinite(vals)), (model, key, vals)
+    # the printed paired differences are MEEP minus Dice per subject, recomputed from the two evaluations
+    base, meep = read_metrics(out / "dice" / "eval" / "test"), read_metrics(out / "dice_meep_kl" / "eval" / "test")
+    assert "Paired difference, Dice + MEEP (KL) minus Dice" in printed and "one seed" in printed.lower()
+    subjects = sorted(base["val_ece"])
+    diff = np.mean([(meep["val_ece"][s] - base["val_ece"][s]) * 1e3 for s in subjects])
+    line = next(ln for ln in printed.splitlines() if ln.strip().startswith("ECE (x1e-3)") and "[" in ln)
+    assert float(line.split()[2]) == pytest.approx(diff, abs=0.006)  # printed with 2 decimals
+    assert "Paired difference" in (out / "compare.md").read_text()
     # the two models differ only by the regulariser, and the MEEP run used the paper's LA + Dice lambda
     log = (out / "dice_meep_kl" / "bundle.log").read_text()
     assert "Engine run" in log

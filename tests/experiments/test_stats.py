@@ -147,3 +147,15 @@ def test_claim_verdicts(tmp_path):
     # the paper's difference for orientation: Dice+KL(Y_w) minus Dice ECE on LA in the paper's Table 1
     paper = next(x for x in ece["components"] if x["row"] == "Dice+KL(Y_w)")["paper_difference"]
     assert paper == pytest.approx(15.587 - 28.861)
+
+
+def test_claims_summary_has_a_column_per_folder(tmp_path):
+    base = np.arange(12, dtype=float).reshape(3, 4) + 4.0
+    folder = _folder(tmp_path, {"Dice": base, "Dice+KL(Y_w)": base - 2.0 + 0.01 * np.arange(12).reshape(3, 4)})
+    table = stats.paired_table(stats.read_per_subject(folder))
+    md = claims.claims_summary({"LA": (table, "la"), "copy": (table, None)})
+    header, rule, *body = md.strip().splitlines()
+    assert header == "| claim | LA | copy |" and len(body) == len(claims.CLAIMS)
+    ece = next(line for line in body if line.startswith("| MEEP improves ECE over its base loss"))
+    assert ece.count("**holds** (1 / 0 / 0)") == 2
+    assert "not run" in next(line for line in body if "focal loss |" in line)

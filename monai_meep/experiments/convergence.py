@@ -55,6 +55,7 @@ def run_convergence(
     seed: int = 0,
     extra: dict[str, Any] | None = None,
     tolerance: float = TOLERANCE,
+    rows: tuple[str, ...] = ROWS,
 ) -> dict[str, Any]:
     """Train the Dice and CE rows at ``budget`` and at twice its steps; compare their validation DSC.
 
@@ -66,12 +67,14 @@ def run_convergence(
         seed: the bundle seed of every run.
         extra: further bundle overrides for every run.
         tolerance: the largest accepted change of validation DSC.
+        rows: the rows to check (default Dice and CE); several processes may share one ``out`` with different rows,
+            and a last call with all of them (nothing left to train) writes the complete report.
 
     Returns:
         ``{"rows": {row: {"dsc_1x", "dsc_2x", "change", "converged", "train_s_1x", "train_s_2x"}}, "converged"}``.
 
     Raises:
-        ValueError: unknown task or budget.
+        ValueError: unknown task, budget or row.
     """
     from monai_meep.experiments.table1 import BUDGETS, MODELS
 
@@ -79,6 +82,9 @@ def run_convergence(
         raise ValueError(f"unknown task {task!r}; valid values are la, wmh.")
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid values are {', '.join(BUDGETS)}.")
+    bad = [r for r in rows if r not in MODELS]
+    if bad or not rows:
+        raise ValueError(f"unknown row(s) {bad or rows}; valid rows are {', '.join(MODELS)}.")
     out = Path(out).expanduser().absolute()
     base = {
         "lr_step_epochs": 10,
@@ -89,9 +95,9 @@ def run_convergence(
         "progress": False,
         **(extra or {}),
     }
-    rows: dict[str, dict[str, Any]] = {}
-    for row in ROWS:
-        rows[row] = {}
+    checked: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        checked[row] = {}
         for factor in (1, 2):
             run_dir = out / "runs" / f"{row}_{factor}x"
             epochs = int(base["max_epochs"]) * factor
@@ -115,11 +121,11 @@ def run_convergence(
                     "overrides": over,
                 }
                 atomic_write_json(marker, record)
-            rows[row][f"dsc_{factor}x"] = record["dsc"]
-            rows[row][f"train_s_{factor}x"] = record["train_s"]
-            rows[row][f"epochs_{factor}x"] = epochs
-        rows[row]["change"] = rows[row]["dsc_2x"] - rows[row]["dsc_1x"]
-        rows[row]["converged"] = abs(rows[row]["change"]) < tolerance
+            checked[row][f"dsc_{factor}x"] = record["dsc"]
+            checked[row][f"train_s_{factor}x"] = record["train_s"]
+            checked[row][f"epochs_{factor}x"] = epochs
+        checked[row]["change"] = checked[row]["dsc_2x"] - checked[row]["dsc_1x"]
+        checked[row]["converged"] = abs(checked[row]["change"]) < tolerance
     result = {
         "task": task,
         "budget": budget,
@@ -127,8 +133,8 @@ def run_convergence(
         "seed": seed,
         "tolerance": tolerance,
         "overrides": base,
-        "rows": rows,
-        "converged": all(r["converged"] for r in rows.values()),
+        "rows": checked,
+        "converged": all(r["converged"] for r in checked.values()),
         "written": utc_now(),
         "env": environment_info(),
     }
@@ -142,7 +148,7 @@ def run_convergence(
         "| row | epochs 1x / 2x | val DSC 1x | val DSC 2x | change | converged | train s 1x / 2x |",
         "|:---|:---|---:|---:|---:|:---|:---|",
     ]
-    for row, r in rows.items():
+    for row, r in checked.items():
         lines.append(
             f"| {row} | {r['epochs_1x']} / {r['epochs_2x']} | {r['dsc_1x']:.4f} | {r['dsc_2x']:.4f} | "
             f"{r['change']:+.4f} | {'yes' if r['converged'] else 'no'} | "
@@ -168,6 +174,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--budget", default="cpu")
     p.add_argument("--backbone", choices=("unet", "resunet"), default="unet")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", nargs="+", default=list(ROWS), help="rows to check (default: dice ce)")
     p.add_argument("--out", default="./runs/convergence/<task>_<backbone>_<budget>")
     p.add_argument(
         "--set",
@@ -184,7 +191,13 @@ def _main(args: argparse.Namespace) -> int:
     out = args.out.replace("<task>", args.task).replace("<backbone>", args.backbone).replace("<budget>", args.budget)
     t0 = time.perf_counter()
     res = run_convergence(
-        task=args.task, budget=args.budget, out=out, backbone=args.backbone, seed=args.seed, extra=parse_set(args.set)
+        task=args.task,
+        budget=args.budget,
+        out=out,
+        backbone=args.backbone,
+        seed=args.seed,
+        extra=parse_set(args.set),
+        rows=tuple(args.rows),
     )
     print((Path(out) / "convergence.md").read_text())
     print(f"[convergence] {'converged' if res['converged'] else 'NOT converged'} ({time.perf_counter() - t0:.0f} s)")

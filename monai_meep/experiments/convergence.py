@@ -3,14 +3,16 @@
 """Is a budget converged? ``python -m monai_meep.experiments convergence --task la --budget cpu``.
 
 The paper trains "until convergence". A budget passes here when **doubling the optimiser steps** changes the
-**validation** DSC of the Dice and CE rows by less than a tolerance (0.01): each row is trained at the budget and at
-twice its epochs with the learning-rate schedule stretched to match (``lr_step_epochs`` doubled too, so both runs
-take the same number of decays and end at the same rate), on the same data, split and seed, through the bundle's
-``train.json``; each run validates once, at its end. Only the validation split is read, never the test split, so the
-check can choose a budget without looking at the results it will report.
+**validation** DSC of the Dice and CE rows by less than a tolerance (0.01): each row is trained for twice the
+budget's epochs, on the same data, split, schedule and seeds as the table, and validated at the budget's last epoch
+and at twice it (the first half of that run is the budget's run: same seed, same schedule). The change is the mean
+over seeds (default 3, as the table) of DSC(2x) - DSC(1x), so that it is not the noise of one run on a validation
+split of a few subjects. Only the validation split is read, never the test split, so the check can choose a budget
+without looking at the results it will report.
 
-Outputs under ``--out``: ``convergence.md`` / ``convergence.json`` (per row: validation DSC at 1x and 2x, the change,
-pass / fail, wall times) and each run's bundle folder under ``runs/``. Resumable: finished runs are not repeated.
+Outputs under ``--out``: ``convergence.md`` / ``convergence.json`` (per row and seed: validation DSC at 1x and 2x,
+the change, pass / fail, wall times) and each run's bundle folder under ``runs/``. Resumable: finished runs are not
+repeated; several processes may share ``--out`` with different ``--rows``.
 """
 
 from __future__ import annotations
@@ -30,21 +32,17 @@ TOLERANCE = 0.01  # the largest change of validation DSC a converged budget may 
 ROWS = ("dice", "ce")  # the base rows the budget is chosen on (never the regularised ones)
 
 
-def _validation_dsc(task: str, over: dict[str, Any], run_dir: Path) -> float:
-    """Mean DSC over the validation subjects of the trained model (the bundle's ``evaluate.json`` on that split)."""
-    from monai_meep.experiments.bundle_runner import read_metrics
+def _validation_curve(log_dir: Path) -> dict[int, float]:
+    """Validation DSC per epoch as the bundle's ``TensorBoardStatsHandler`` logged it (``val_mean_dice``)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    eval_dir = run_dir / "eval" / "validation"
-    run_bundle(
-        task,
-        "evaluate",
-        {**over, "eval_split": "validation", "eval_dir": str(eval_dir), "save_maps": False},
-        logging_file=file_logging_conf(run_dir),
-    )
-    values = read_metrics(eval_dir).get("val_mean_dice", {})
-    if not values:
-        raise RuntimeError(f"the evaluation of {run_dir} on the validation split wrote no DSC in {eval_dir}.")
-    return sum(values.values()) / len(values)
+    curve: dict[int, float] = {}
+    for f in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        if "val_mean_dice" in acc.Tags().get("scalars", []):
+            curve.update({int(e.step): float(e.value) for e in acc.Scalars("val_mean_dice")})
+    return curve
 
 
 def run_convergence(
@@ -52,29 +50,30 @@ def run_convergence(
     budget: str = "cpu",
     out: str | Path = "./runs/convergence",
     backbone: str = "unet",
-    seed: int = 0,
+    seeds: int = 3,
     extra: dict[str, Any] | None = None,
     tolerance: float = TOLERANCE,
     rows: tuple[str, ...] = ROWS,
 ) -> dict[str, Any]:
-    """Train the Dice and CE rows at ``budget`` and at twice its steps; compare their validation DSC.
+    """Train the Dice and CE rows for twice the budget's epochs; compare their validation DSC at 1x and 2x.
 
     Args:
         task: ``"la"`` or ``"wmh"``.
         budget: a :data:`monai_meep.experiments.table1.BUDGETS` name.
         out: output folder (rerunning resumes).
         backbone: ``"unet"`` or ``"resunet"``.
-        seed: the bundle seed of every run.
+        seeds: runs per row (bundle seeds ``0 .. seeds-1``, as the table's).
         extra: further bundle overrides for every run.
-        tolerance: the largest accepted change of validation DSC.
+        tolerance: the largest accepted change of the mean validation DSC.
         rows: the rows to check (default Dice and CE); several processes may share one ``out`` with different rows,
             and a last call with all of them (nothing left to train) writes the complete report.
 
     Returns:
-        ``{"rows": {row: {"dsc_1x", "dsc_2x", "change", "converged", "train_s_1x", "train_s_2x"}}, "converged"}``.
+        ``{"rows": {row: {"dsc_1x", "dsc_2x", "change", "converged", "seeds": {seed: {...}}}}, "converged", ...}``.
 
     Raises:
-        ValueError: unknown task, budget or row.
+        ValueError: unknown task, budget or row, or ``seeds < 1``.
+        RuntimeError: a run logged no validation DSC at 1x or 2x.
     """
     from monai_meep.experiments.table1 import BUDGETS, MODELS
 
@@ -85,52 +84,59 @@ def run_convergence(
     bad = [r for r in rows if r not in MODELS]
     if bad or not rows:
         raise ValueError(f"unknown row(s) {bad or rows}; valid rows are {', '.join(MODELS)}.")
+    if int(seeds) < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}.")
     out = Path(out).expanduser().absolute()
-    base = {
-        "lr_step_epochs": 10,
-        **BUDGETS[budget][task],
-        "backbone": backbone,
-        "seed": int(seed),
-        "num_workers": 0,
-        "progress": False,
-        **(extra or {}),
-    }
+    base = {**BUDGETS[budget][task], "backbone": backbone, "num_workers": 0, "progress": False, **(extra or {})}
+    epochs = int(base["max_epochs"])
     checked: dict[str, dict[str, Any]] = {}
     for row in rows:
-        checked[row] = {}
-        for factor in (1, 2):
-            run_dir = out / "runs" / f"{row}_{factor}x"
-            epochs = int(base["max_epochs"]) * factor
-            over = {
-                **base,
-                **MODELS[row],
-                "max_epochs": epochs,
-                "lr_step_epochs": int(base["lr_step_epochs"]) * factor,
-                "val_interval": epochs,
-                "run_dir": str(run_dir),
-            }
+        per_seed: dict[int, dict[str, Any]] = {}
+        for seed in range(int(seeds)):
+            run_dir = out / "runs" / f"{row}_seed{seed}"
             marker = run_dir / "done.json"
             record = read_json(marker)
             if record is None:
+                over = {
+                    **base,
+                    **MODELS[row],
+                    "seed": seed,
+                    "max_epochs": 2 * epochs,
+                    "val_interval": epochs,
+                    "run_dir": str(run_dir),
+                }
                 run_dir.mkdir(parents=True, exist_ok=True)
                 t = run_bundle(task, "train", over, logging_file=file_logging_conf(run_dir))
+                curve = _validation_curve(run_dir / "logs")
+                missing = [e for e in (epochs, 2 * epochs) if e not in curve]
+                if missing:
+                    raise RuntimeError(f"{run_dir} logged no validation DSC at epoch(s) {missing} (found {curve}).")
                 record = {
-                    "dsc": _validation_dsc(task, over, run_dir),
-                    "train_s": t,
+                    "dsc_1x": curve[epochs],
+                    "dsc_2x": curve[2 * epochs],
+                    "train_s_2x": t,
                     "finished": utc_now(),
                     "overrides": over,
                 }
                 atomic_write_json(marker, record)
-            checked[row][f"dsc_{factor}x"] = record["dsc"]
-            checked[row][f"train_s_{factor}x"] = record["train_s"]
-            checked[row][f"epochs_{factor}x"] = epochs
-        checked[row]["change"] = checked[row]["dsc_2x"] - checked[row]["dsc_1x"]
-        checked[row]["converged"] = abs(checked[row]["change"]) < tolerance
+            per_seed[seed] = {k: record[k] for k in ("dsc_1x", "dsc_2x", "train_s_2x")}
+            per_seed[seed]["change"] = record["dsc_2x"] - record["dsc_1x"]
+        n = len(per_seed)
+        one, two = (sum(r[k] for r in per_seed.values()) / n for k in ("dsc_1x", "dsc_2x"))
+        checked[row] = {
+            "dsc_1x": one,
+            "dsc_2x": two,
+            "change": two - one,
+            "converged": abs(two - one) < tolerance,
+            "epochs_1x": epochs,
+            "epochs_2x": 2 * epochs,
+            "seeds": per_seed,
+        }
     result = {
         "task": task,
         "budget": budget,
         "backbone": backbone,
-        "seed": seed,
+        "seeds": int(seeds),
         "tolerance": tolerance,
         "overrides": base,
         "rows": checked,
@@ -142,23 +148,21 @@ def run_convergence(
     lines = [
         f"# Convergence of budget {budget!r}: {task.upper()}, {backbone}",
         "",
-        "Validation DSC after the budget's optimiser steps (1x) and after twice as many (2x, the learning-rate "
-        f"schedule stretched to match); converged when the change is below {tolerance}.",
+        f"Validation DSC after the budget's {epochs} epochs (1x) and after {2 * epochs} (2x, the same run and "
+        f"schedule continued), mean over {seeds} seed(s); converged when the mean change is below {tolerance}.",
         "",
-        "| row | epochs 1x / 2x | val DSC 1x | val DSC 2x | change | converged | train s 1x / 2x |",
-        "|:---|:---|---:|---:|---:|:---|:---|",
+        "| row | val DSC 1x | val DSC 2x | change | converged | per seed (1x -> 2x) | train s (2x run) |",
+        "|:---|---:|---:|---:|:---|:---|---:|",
     ]
     for row, r in checked.items():
+        per = "; ".join(f"{v['dsc_1x']:.4f} -> {v['dsc_2x']:.4f}" for v in r["seeds"].values())
+        wall = sum(v["train_s_2x"] for v in r["seeds"].values()) / len(r["seeds"])
         lines.append(
-            f"| {row} | {r['epochs_1x']} / {r['epochs_2x']} | {r['dsc_1x']:.4f} | {r['dsc_2x']:.4f} | "
-            f"{r['change']:+.4f} | {'yes' if r['converged'] else 'no'} | "
-            f"{r['train_s_1x']:.0f} / {r['train_s_2x']:.0f} |"
+            f"| {row} | {r['dsc_1x']:.4f} | {r['dsc_2x']:.4f} | {r['change']:+.4f} | "
+            f"{'yes' if r['converged'] else 'no'} | {per} | {wall:.0f} |"
         )
-    lines += [
-        "",
-        f"Settings: `{json.dumps({k: v for k, v in base.items() if k not in ('progress', 'num_workers')})}`",
-        "",
-    ]
+    shown = {k: v for k, v in base.items() if k not in ("progress", "num_workers")}
+    lines += ["", f"Settings: `{json.dumps(shown)}`", ""]
     atomic_write_text(out / "convergence.md", "\n".join(lines))
     return result
 
@@ -173,7 +177,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--task", choices=("wmh", "la"), required=True)
     p.add_argument("--budget", default="cpu")
     p.add_argument("--backbone", choices=("unet", "resunet"), default="unet")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=3, help="runs per row (default 3, as the table)")
     p.add_argument("--rows", nargs="+", default=list(ROWS), help="rows to check (default: dice ce)")
     p.add_argument("--out", default="./runs/convergence/<task>_<backbone>_<budget>")
     p.add_argument(
@@ -195,7 +199,7 @@ def _main(args: argparse.Namespace) -> int:
         budget=args.budget,
         out=out,
         backbone=args.backbone,
-        seed=args.seed,
+        seeds=args.seeds,
         extra=parse_set(args.set),
         rows=tuple(args.rows),
     )

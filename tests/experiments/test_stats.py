@@ -159,3 +159,26 @@ def test_claims_summary_has_a_column_per_folder(tmp_path):
     ece = next(line for line in body if line.startswith("| MEEP improves ECE over its base loss"))
     assert ece.count("**holds** (1 / 0 / 0)") == 2
     assert "not run" in next(line for line in body if "focal loss |" in line)
+
+
+def test_no_worse_claims_are_judged_against_the_margin():
+    """A detectable DSC loss of 0.002 is within the 0.01 margin (holds); a certain loss of 0.05 contradicts; an
+    interval straddling the margin is inconclusive. HD's margin is 5 % of the reference mean."""
+
+    def verdict(metric, diff_low, diff_high, reference=0.85, higher=True):
+        r = {
+            "metric": metric,
+            "ci_low": diff_low,
+            "ci_high": diff_high,
+            "higher_is_better": higher,
+            "mean_reference": reference,
+            "verdict": stats._verdict(diff_low, diff_high, higher),
+        }
+        return claims._component(r, "no_worse")
+
+    assert verdict("DSC", -0.003, -0.001) == "holds"
+    assert verdict("DSC", -0.06, -0.04) == "contradicted"
+    assert verdict("DSC", -0.02, 0.001) == "inconclusive"
+    assert verdict("HD (mm)", 0.1, 0.4, reference=10.0, higher=False) == "holds"  # +0.4 mm < 0.5 mm
+    assert verdict("HD (mm)", 0.6, 2.0, reference=10.0, higher=False) == "contradicted"
+    assert verdict("HD (mm)", -1.0, 0.7, reference=10.0, higher=False) == "inconclusive"

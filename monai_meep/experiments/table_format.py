@@ -231,13 +231,14 @@ def plot_rows(out: Path, eval_dirs: Mapping[str, Sequence[Path]], title: str) ->
             k * abs(p - q) for k, p, q in zip(c["count"], c["confidence"], c["frequency"], strict=True) if k > 0
         ) / max(n, 1)
     size = (2.6, 2.8)
+    # six panels a row: the paper's Dice rows, then its CE rows, then FL
     rel = plot_reliability_diagram(
         curves, ece=eces, title=f"{title}: reliability, seeds pooled",
-        save_path=out / "reliability.png", panel_size=size, dpi=90,
+        save_path=out / "reliability.png", panel_size=size, dpi=90, ncols=6,
     )
     hist = plot_probability_histogram(
         curves, title=f"{title}: foreground probability, seeds pooled",
-        save_path=out / "probability_histogram.png", panel_size=(size[0], 2.4), dpi=90,
+        save_path=out / "probability_histogram.png", panel_size=(size[0], 2.4), dpi=90, ncols=6,
     )
     for fig in (rel, hist):
         fig.clear()

@@ -63,6 +63,7 @@ def plot_probability_histogram(
     save_path: str | os.PathLike | None = None,
     dpi: int = 100,
     panel_size: tuple[float, float] = (4.0, 3.0),
+    ncols: int | None = None,
 ) -> Figure:
     """Histogram of predicted (foreground) probabilities with log-scale counts, as in the bottom row of paper Fig. 2.
 
@@ -77,6 +78,7 @@ def plot_probability_histogram(
         save_path: when given, the PNG is written there (atomically).
         dpi: resolution of the saved PNG.
         panel_size: size of one panel in inches.
+        ncols: panels per row (default: all in one row); further models wrap onto new rows.
 
     Returns:
         The matplotlib ``Figure``; in panel mode each axes holds one bar container labelled ``"Count"``.
@@ -89,7 +91,7 @@ def plot_probability_histogram(
         >>> fig = plot_probability_histogram({"Dice": hist_dice, "Dice+MEEP": hist_meep}, num_bins=10)
     """
     named = [(name, *_histogram_counts(s, class_index, num_bins)) for name, s in _named(sources, "histograms")]
-    fig, axes = _new_figure(1 if overlay else len(named), panel_size)
+    fig, axes = _new_figure(1 if overlay else len(named), panel_size, ncols)
     for i, (name, counts, edges) in enumerate(named):
         ax = axes[0] if overlay else axes[i]
         if overlay:
@@ -109,7 +111,9 @@ def plot_probability_histogram(
         ax.set_yscale("log")  # the extreme bins hold orders of magnitude more voxels than the middle ones
         ax.set_xlim(0, 1)
         ax.set_xlabel("Predicted probability")
-    axes[0].set_ylabel("Voxels (log scale)")
+    for ax in axes:
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("Voxels (log scale)")
     if overlay:
         axes[0].legend(fontsize=8)
     if title:

@@ -206,12 +206,17 @@ def _named(items: Any, what: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure, list]:
+def _new_figure(n_panels: int, panel_size: tuple[float, float], ncols: int | None = None) -> tuple[Figure, list]:
+    """A figure of ``n_panels`` axes in rows of ``ncols`` (default: one row); only the ``n_panels`` axes exist."""
     _require_matplotlib()
-    fig = Figure(figsize=(panel_size[0] * n_panels, panel_size[1]), layout="constrained")
+    ncols = n_panels if ncols is None else max(1, min(int(ncols), n_panels))
+    nrows = -(-n_panels // ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
     FigureCanvasAgg(fig)  # attach an off-screen canvas: savefig / TensorBoard rendering never need a display
-    axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)[0]
-    return fig, list(axes)
+    grid = list(fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel())
+    for ax in grid[n_panels:]:  # the unused cells of the last row
+        fig.delaxes(ax)
+    return fig, grid[:n_panels]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> str:
@@ -242,6 +247,7 @@ def plot_reliability_diagram(
     save_path: str | os.PathLike | None = None,
     dpi: int = 100,
     panel_size: tuple[float, float] = (4.0, 4.0),
+    ncols: int | None = None,
 ) -> Figure:
     """Reliability diagram: observed frequency per bin as bars against the diagonal, the gap to the bin's mean
     confidence shaded, ECE in the title; several models side by side (one panel each) or overlaid as lines.
@@ -257,6 +263,7 @@ def plot_reliability_diagram(
         save_path: when given, the PNG is written there (atomically).
         dpi: resolution of the saved PNG.
         panel_size: size of one panel in inches.
+        ncols: panels per row (default: all in one row); further models wrap onto new rows.
 
     Returns:
         The matplotlib ``Figure`` (Agg canvas). Bars of panel ``i`` are ``fig.axes[i].containers`` labelled
@@ -273,7 +280,7 @@ def plot_reliability_diagram(
     """
     named = [(name, as_reliability_data(c, class_index)) for name, c in _named(curves, "curves")]
     eces = _ece_labels(named, ece)
-    fig, axes = _new_figure(1 if overlay else len(named), panel_size)
+    fig, axes = _new_figure(1 if overlay else len(named), panel_size, ncols)
     for i, (name, data) in enumerate(named):
         ax = axes[0] if overlay else axes[i]
         if overlay:
@@ -315,7 +322,9 @@ def plot_reliability_diagram(
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
         ax.set_xlabel("Confidence")
-    axes[0].set_ylabel("Observed frequency")
+    for ax in axes:
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("Observed frequency")
     axes[0].legend(loc="upper left", fontsize=8)
     if title:
         fig.suptitle(title)

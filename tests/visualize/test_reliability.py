@@ -207,3 +207,26 @@ def test_save_is_atomic_and_overwrites(tmp_path):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     _png_size(path)
+
+
+def test_panels_wrap_into_rows_of_ncols():
+    """13 models in rows of 6: three rows (6, 6, 1), 13 axes and no empty ones, each row labelled once."""
+    from monai_meep.visualize import plot_probability_histogram
+
+    curve = {
+        "confidence": [0.1, 0.9],
+        "frequency": [0.2, 0.8],
+        "count": [5, 7],
+        "bin_lower": [0.0, 0.5],
+        "bin_upper": [0.5, 1.0],
+    }
+    fig = plot_reliability_diagram({f"m{i}": curve for i in range(13)}, ncols=6)
+    assert len(fig.axes) == 13
+    rows = sorted({ax.get_subplotspec().rowspan.start for ax in fig.axes})
+    assert rows == [0, 1, 2] and [ax.get_subplotspec().colspan.start for ax in fig.axes[:7]] == [0, 1, 2, 3, 4, 5, 0]
+    assert [ax.get_ylabel() for ax in fig.axes].count("Observed frequency") == 3
+    assert all(ax.containers for ax in fig.axes)  # every panel drew its bars: no blank cell is left
+    hist = plot_probability_histogram({f"m{i}": np.linspace(0, 1, 50) for i in range(7)}, ncols=6)
+    assert len(hist.axes) == 7 and hist.get_size_inches()[1] == pytest.approx(2 * 3.0)
+    # the default stays one row
+    assert len({ax.get_subplotspec().rowspan.start for ax in plot_reliability_diagram([curve, curve]).axes}) == 1

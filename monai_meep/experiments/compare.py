@@ -151,6 +151,9 @@ def format_paired(diffs: dict[str, Any], model: str, reference: str) -> str:
         digits = next(c[3] for c in COLUMNS if c[1] == header)
         lines.append(f"  {header.ljust(width)}  {d.mean_difference:+.{digits}f} [{d.ci_low:+.{digits}f}, "
                      f"{d.ci_high:+.{digits}f}]  p={d.wilcoxon_p:.2g}  {d.verdict}")
+    if 0 < n < 10:  # a percentile bootstrap over so few subjects understates the spread; the rank test shows it
+        lines.append(f"  ({n} subjects only: the smallest possible two-sided Wilcoxon p is {2.0 ** (1 - n):.3g}, and a "
+                     "bootstrap interval over so few subjects is too narrow to trust.)")
     return "\n".join(lines)
 
 

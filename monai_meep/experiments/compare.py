@@ -144,16 +144,22 @@ def paired_rows(per_subject: dict[str, dict[str, dict[str, float]]], model: str,
 def format_paired(diffs: dict[str, Any], model: str, reference: str) -> str:
     """The paired differences as aligned text lines, with the verdict of each interval."""
     n = max((d.n_pairs for d in diffs.values()), default=0)
-    lines = [f"Paired difference, {model} minus {reference}, over the {n} test subjects (95 % bootstrap interval, "
-             "Wilcoxon p):"]
+    lines = [
+        f"Paired difference, {model} minus {reference}, over the {n} test subjects (95 % bootstrap interval, "
+        "Wilcoxon p):"
+    ]
     width = max((len(h) for h in diffs), default=0)
     for header, d in diffs.items():
         digits = next(c[3] for c in COLUMNS if c[1] == header)
-        lines.append(f"  {header.ljust(width)}  {d.mean_difference:+.{digits}f} [{d.ci_low:+.{digits}f}, "
-                     f"{d.ci_high:+.{digits}f}]  p={d.wilcoxon_p:.2g}  {d.verdict}")
+        lines.append(
+            f"  {header.ljust(width)}  {d.mean_difference:+.{digits}f} [{d.ci_low:+.{digits}f}, "
+            f"{d.ci_high:+.{digits}f}]  p={d.wilcoxon_p:.2g}  {d.verdict}"
+        )
     if 0 < n < 10:  # a percentile bootstrap over so few subjects understates the spread; the rank test shows it
-        lines.append(f"  ({n} subjects only: the smallest possible two-sided Wilcoxon p is {2.0 ** (1 - n):.3g}, and a "
-                     "bootstrap interval over so few subjects is too narrow to trust.)")
+        lines.append(
+            f"  ({n} subjects only: the smallest possible two-sided Wilcoxon p is {2.0 ** (1 - n):.3g}, and a "
+            "bootstrap interval over so few subjects is too narrow to trust.)"
+        )
     return "\n".join(lines)
 
 
@@ -257,8 +263,10 @@ def run_compare(
     (model, _, _), (reference, _, _) = MODELS[1], MODELS[0]
     diffs = paired_rows(per_subject, model, reference)
     paired = format_paired(diffs, model, reference)
-    caveat = ("One seed on a phantom at a small budget is a demonstration, not evidence: the full tables (13 rows x 3 "
-              "seeds, paired statistics) are in results/ and docs/results.md.")
+    caveat = (
+        "One seed on a phantom at a small budget is a demonstration, not evidence: the full tables (13 rows x 3 "
+        "seeds, paired statistics) are in results/ and docs/results.md."
+    )
     atomic_write_text(out / "compare.md", md + note + "\n```\n" + paired + "\n```\n\n" + caveat + "\n")
     with atomic_open(out / "compare.csv", newline="") as f:
         w = csv.writer(f)

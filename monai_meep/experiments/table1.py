@@ -82,14 +82,28 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         # 100 subjects (76 train / 4 validation / 20 test) on a 0.3x grid (2.08 mm voxels, 48 x 48 x 32 crops),
         # 20 epochs of 38 steps; doubling to 40 changes the mean validation DSC of 3 seeds by +0.006 (Dice), +0.002 (CE)
-        "la": {"num_subjects": 100, "scale": 0.3, "max_epochs": 20, "channels": [16, 32, 64, 128],
-               "strides": [2, 2, 2], "learning_rate": 1e-3},
+        "la": {
+            "num_subjects": 100,
+            "scale": 0.3,
+            "max_epochs": 20,
+            "channels": [16, 32, 64, 128],
+            "strides": [2, 2, 2],
+            "learning_rate": 1e-3,
+        },
         # 60 subjects (42 train / 3 validation / 15 test, every site in each) on a 0.5x grid (2 x 2 x 6 mm voxels,
         # 32^3 patches), 40 epochs of 42 steps of 8 patches; the paper's schedule (lr x 0.85 every 10 epochs). Not
         # converged: 80 epochs raise the validation DSC by 0.07 (Dice) / 0.035 (CE), but a longer budget would not
         # fit the table in about an hour on 2 cores (docs/reproducing.md)
-        "wmh": {"num_subjects": 60, "scale": 0.5, "max_epochs": 40, "channels": [16, 32, 64, 128],
-                "strides": [2, 2, 2], "learning_rate": 1e-3, "batch_size": 8, "samples_per_volume": 8},
+        "wmh": {
+            "num_subjects": 60,
+            "scale": 0.5,
+            "max_epochs": 40,
+            "channels": [16, 32, 64, 128],
+            "strides": [2, 2, 2],
+            "learning_rate": 1e-3,
+            "batch_size": 8,
+            "samples_per_volume": 8,
+        },
     },
     "full": {"la": {}, "wmh": {}},
 }
@@ -110,8 +124,10 @@ def resolve_rows(rows: Sequence[str] | None) -> list[tuple[str, str, str, str | 
     known = {k: row for row in ROWS for k in (row[0].lower(), row[1])}
     bad = [r for r in wanted if r not in known]
     if bad:
-        raise ValueError(f"unknown row(s) {bad}; valid rows: {', '.join(r[0] for r in ROWS)} (or slugs "
-                         f"{', '.join(r[1] for r in ROWS)}).")
+        raise ValueError(
+            f"unknown row(s) {bad}; valid rows: {', '.join(r[0] for r in ROWS)} (or slugs "
+            f"{', '.join(r[1] for r in ROWS)})."
+        )
     chosen = {known[r][1] for r in wanted}
     return [r for r in ROWS if r[1] in chosen]
 
@@ -164,13 +180,27 @@ def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]
         stages["evaluate_s"] = run_bundle(task, "evaluate", {**ev, "calibrator": unit.method}, logging_file=log_conf)
     missing = [f for f in ("val_mean_dice_raw.csv", "val_ece_raw.csv") if not (unit.eval_dir / f).is_file()]
     if missing:
-        raise RuntimeError(f"evaluation of {unit.model} seed {unit.seed} wrote no {missing} in {unit.eval_dir}; "
-                           f"see {unit.run_dir / 'bundle.log'}.")
+        raise RuntimeError(
+            f"evaluation of {unit.model} seed {unit.seed} wrote no {missing} in {unit.eval_dir}; "
+            f"see {unit.run_dir / 'bundle.log'}."
+        )
     record = {
-        "kind": unit.kind, "model": unit.model, "method": unit.method, "row": unit.row, "seed": unit.seed,
-        "run_dir": str(unit.run_dir), "eval_dir": str(unit.eval_dir), "overrides": over, "stages_s": stages,
-        "wall_s": time.perf_counter() - t0, "started": started, "finished": utc_now(),
-        "device": env["device"], "versions": env["versions"], "git": env["git"], "host": env["host"],
+        "kind": unit.kind,
+        "model": unit.model,
+        "method": unit.method,
+        "row": unit.row,
+        "seed": unit.seed,
+        "run_dir": str(unit.run_dir),
+        "eval_dir": str(unit.eval_dir),
+        "overrides": over,
+        "stages_s": stages,
+        "wall_s": time.perf_counter() - t0,
+        "started": started,
+        "finished": utc_now(),
+        "device": env["device"],
+        "versions": env["versions"],
+        "git": env["git"],
+        "host": env["host"],
     }
     atomic_write_json(unit.marker, record)
     return record
@@ -276,8 +306,9 @@ def run_table1(
     if budget != "full":  # validate once at the end: model.pt is the final model (full: best validation Dice)
         settings.update(num_workers=0, val_interval=settings["max_epochs"])
     common = {**settings, "dataset_dir": dataset_dir, "backbone": backbone, "progress": False, **(extra or {})}
-    _check_experiment(out, {"task": task, "backbone": backbone, "budget": budget, "dataset_dir": dataset_dir,
-                            "overrides": common})
+    _check_experiment(
+        out, {"task": task, "backbone": backbone, "budget": budget, "dataset_dir": dataset_dir, "overrides": common}
+    )
     seed_list = list(range(int(seeds)))
     units = _plan(chosen, seed_list, out / "runs")
     cells = [u for u in units if u.row is not None]
@@ -285,8 +316,14 @@ def run_table1(
     deadline = time.time() + 60.0 * float(time_limit) if time_limit is not None else math.inf
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(cells), initial=sum(u.done() for u in cells), unit="run", disable=not progress,
-               desc=f"table1 {task} {budget}", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(cells),
+        initial=sum(u.done() for u in cells),
+        unit="run",
+        disable=not progress,
+        desc=f"table1 {task} {budget}",
+        dynamic_ncols=True,
+    )
     pending = [u for u in units if not u.done()]
     stopped = False
     while pending and not stopped:
@@ -303,7 +340,8 @@ def run_table1(
             retrain = u.depends is not None and not (u.run_dir / "models" / "model.pt").is_file()
             # a vanilla model's post-hoc units follow it at once: budget for them too, so a stop never separates them
             est = _estimate(units, u.kind, budget) + sum(
-                _estimate(units, "posthoc", budget) for p in pending if p.depends is u and not p.done())
+                _estimate(units, "posthoc", budget) for p in pending if p.depends is u and not p.done()
+            )
             if retrain:
                 est += _estimate(units, "train", budget)
             if time.time() + est > deadline:
@@ -334,8 +372,9 @@ def run_table1(
             else:
                 time.sleep(poll_s)
     bar.close()
-    result = write_outputs(out, task, budget, backbone, chosen, seed_list, units, env, common, dataset_dir,
-                           figures=figures)
+    result = write_outputs(
+        out, task, budget, backbone, chosen, seed_list, units, env, common, dataset_dir, figures=figures
+    )
     result["stopped"] = stopped
     return result
 
@@ -347,21 +386,42 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--seeds", type=int, default=3, help="models per row (default 3, as in the paper)")
     p.add_argument("--rows", nargs="+", default=None, help="row names or slugs (default: all 13); e.g. dice dice_ps")
     p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick",
-                   help="quick: CPU smoke run; cpu: 2-core CPU; full: the paper's setting (GPU)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
-                   help="stop before starting work that would not finish within MIN minutes (exit code 75)")
+    p.add_argument(
+        "--budget",
+        choices=tuple(BUDGETS),
+        default="quick",
+        help="quick: CPU smoke run; cpu: 2-core CPU; full: the paper's setting (GPU)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="stop before starting work that would not finish within MIN minutes (exit code 75)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--export", default="", metavar="DIR",
-                   help="also copy the tables, figures, per-subject CSVs and manifest to DIR (e.g. results/la_quick)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra bundle override for every run, VALUE parsed as JSON when possible (repeatable)")
+    p.add_argument(
+        "--export",
+        default="",
+        metavar="DIR",
+        help="also copy the tables, figures, per-subject CSVs and manifest to DIR (e.g. results/la_quick)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra bundle override for every run, VALUE parsed as JSON when possible (repeatable)",
+    )
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``table1`` on the ``python -m monai_meep.experiments`` parser."""
-    p = subparsers.add_parser("table1", help="the paper's Table 1 (all rows x seeds) through the bundles",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "table1",
+        help="the paper's Table 1 (all rows x seeds) through the bundles",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--task", choices=("wmh", "la"), required=True)
     add_common_arguments(p, "./runs/table1/<task>_<backbone>_<budget>")
     p.set_defaults(func=_main)
@@ -370,9 +430,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> int:
     out = args.out if "<task>" not in args.out else f"./runs/table1/{args.task}_{args.backbone}_{args.budget}"
-    res = run_table1(task=args.task, out=out, rows=args.rows, seeds=args.seeds, backbone=args.backbone,
-                     budget=args.budget, dataset_dir=args.dataset_dir, time_limit=args.time_limit,
-                     extra=parse_set(args.set), progress=not args.no_progress)
+    res = run_table1(
+        task=args.task,
+        out=out,
+        rows=args.rows,
+        seeds=args.seeds,
+        backbone=args.backbone,
+        budget=args.budget,
+        dataset_dir=args.dataset_dir,
+        time_limit=args.time_limit,
+        extra=parse_set(args.set),
+        progress=not args.no_progress,
+    )
     if args.export:
         export_results(out, args.export)
     print((Path(out) / "table1.md").read_text())

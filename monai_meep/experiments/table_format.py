@@ -140,16 +140,37 @@ def table_csv(table: Mapping[str, Mapping[str, Mapping[str, Any]]], extra: Mappi
     w = csv.writer(buf, lineterminator="\n")
     extra = dict(extra or {})
     w.writerow(
-        [*extra, "row", "metric", "mean", "std_over_seeds", "n_seeds", "seed_means", "n_subjects", "n_nonfinite",
-         "std_over_subjects", "best"]
+        [
+            *extra,
+            "row",
+            "metric",
+            "mean",
+            "std_over_seeds",
+            "n_seeds",
+            "seed_means",
+            "n_subjects",
+            "n_nonfinite",
+            "std_over_subjects",
+            "best",
+        ]
     )
     for row, cells in table.items():
         for _, header, _, _ in COLUMNS + EXTRA_COLUMNS:
             c = cells[header]
             w.writerow(
-                [*extra.values(), row, header, repr(c["mean"]), repr(c["std"]), c["n_seeds"],
-                 ";".join(repr(v) for v in c["seed_means"]), c["n_subjects"], c["n_nonfinite"],
-                 repr(c["subject_std"]), int(row in best[header])]
+                [
+                    *extra.values(),
+                    row,
+                    header,
+                    repr(c["mean"]),
+                    repr(c["std"]),
+                    c["n_seeds"],
+                    ";".join(repr(v) for v in c["seed_means"]),
+                    c["n_subjects"],
+                    c["n_nonfinite"],
+                    repr(c["subject_std"]),
+                    int(row in best[header]),
+                ]
             )
     return buf.getvalue()
 
@@ -233,21 +254,41 @@ def plot_rows(out: Path, eval_dirs: Mapping[str, Sequence[Path]], title: str) ->
     size = (2.6, 2.8)
     # six panels a row: the paper's Dice rows, then its CE rows, then FL
     rel = plot_reliability_diagram(
-        curves, ece=eces, title=f"{title}: reliability, seeds pooled",
-        save_path=out / "reliability.png", panel_size=size, dpi=90, ncols=6,
+        curves,
+        ece=eces,
+        title=f"{title}: reliability, seeds pooled",
+        save_path=out / "reliability.png",
+        panel_size=size,
+        dpi=90,
+        ncols=6,
     )
     hist = plot_probability_histogram(
-        curves, title=f"{title}: foreground probability, seeds pooled",
-        save_path=out / "probability_histogram.png", panel_size=(size[0], 2.4), dpi=90, ncols=6,
+        curves,
+        title=f"{title}: foreground probability, seeds pooled",
+        save_path=out / "probability_histogram.png",
+        panel_size=(size[0], 2.4),
+        dpi=90,
+        ncols=6,
     )
     for fig in (rel, hist):
         fig.clear()
     return [str(out / "reliability.png"), str(out / "probability_histogram.png")]
 
 
-def write_outputs(out: Path, task: str, budget: str, backbone: str, rows: Sequence, seeds: Sequence[int],
-                  units: Sequence[Any], env: dict[str, Any], common: dict[str, Any], dataset_dir: str,
-                  title: str | None = None, figures: bool = True) -> dict[str, Any]:
+def write_outputs(
+    out: Path,
+    task: str,
+    budget: str,
+    backbone: str,
+    rows: Sequence,
+    seeds: Sequence[int],
+    units: Sequence[Any],
+    env: dict[str, Any],
+    common: dict[str, Any],
+    dataset_dir: str,
+    title: str | None = None,
+    figures: bool = True,
+) -> dict[str, Any]:
     """Table, per-subject CSVs, figures and manifest from the finished units (a partial table says so).
 
     ``units`` are the runner's ``table1.Unit`` s (``row``, ``seed``, ``eval_dir``, ``marker``, ``done()``).
@@ -266,10 +307,12 @@ def write_outputs(out: Path, task: str, budget: str, backbone: str, rows: Sequen
     data = dataset_dir or f"{task.upper()} phantom"
     title = title or f"{task.upper()} ({data}), {backbone}, budget {budget}"
     n_sub = max((c["DSC"]["n_subjects"] for c in table.values()), default=0)
-    note = (f"\n{title}. Each cell: mean (std) over {len(seeds)} seeds of the per-model mean over the {n_sub} test "
-            "subjects (sample std, ddof 1; '-' with one seed). Brier x1e-4, ECE x1e-3 (15 bins), HD max in mm. "
-            "Best mean per column in bold. PS / IR: Platt / isotonic calibrators fitted on the validation split "
-            "of the Dice / CE model of the same seed.\n")
+    note = (
+        f"\n{title}. Each cell: mean (std) over {len(seeds)} seeds of the per-model mean over the {n_sub} test "
+        "subjects (sample std, ddof 1; '-' with one seed). Brier x1e-4, ECE x1e-3 (15 bins), HD max in mm. "
+        "Best mean per column in bold. PS / IR: Platt / isotonic calibrators fitted on the validation split "
+        "of the Dice / CE model of the same seed.\n"
+    )
     bad = {r: c["HD (mm)"]["n_nonfinite"] for r, c in table.items() if c["HD (mm)"]["n_nonfinite"]}
     if bad:
         note += f"\nHD undefined (empty prediction or label) for (row: subject-models) {bad}; left out of the means.\n"
@@ -290,17 +333,32 @@ def write_outputs(out: Path, task: str, budget: str, backbone: str, rows: Sequen
     records = [read_json(u.marker) for u in units if u.done()]
     starts = sorted(r["started"] for r in records if r.get("started"))
     ends = sorted(r["finished"] for r in records if r.get("finished"))
-    atomic_write_json(out / "manifest.json", {
-        "experiment": {"task": task, "backbone": backbone, "budget": budget, "dataset_dir": dataset_dir,
-                       "rows": [r[0] for r in rows], "seeds": list(seeds), "overrides": common},
-        "command": [sys.executable, "-m", "monai_meep.experiments", *sys.argv[1:]],
-        "written": utc_now(), "complete": complete, "runs_done": len(records), "runs_total": len(units),
-        # total_wall_s: the runs' own wall times summed (one runner process: the table's wall time, whatever the
-        # pauses between sittings); first_started / last_finished span the sittings too
-        "total_wall_s": sum(r.get("wall_s", 0.0) for r in records),
-        "first_started": starts[0] if starts else None, "last_finished": ends[-1] if ends else None,
-        "env": env, "runs": records,
-    })
+    atomic_write_json(
+        out / "manifest.json",
+        {
+            "experiment": {
+                "task": task,
+                "backbone": backbone,
+                "budget": budget,
+                "dataset_dir": dataset_dir,
+                "rows": [r[0] for r in rows],
+                "seeds": list(seeds),
+                "overrides": common,
+            },
+            "command": [sys.executable, "-m", "monai_meep.experiments", *sys.argv[1:]],
+            "written": utc_now(),
+            "complete": complete,
+            "runs_done": len(records),
+            "runs_total": len(units),
+            # total_wall_s: the runs' own wall times summed (one runner process: the table's wall time, whatever the
+            # pauses between sittings); first_started / last_finished span the sittings too
+            "total_wall_s": sum(r.get("wall_s", 0.0) for r in records),
+            "first_started": starts[0] if starts else None,
+            "last_finished": ends[-1] if ends else None,
+            "env": env,
+            "runs": records,
+        },
+    )
     files.append(str(out / "manifest.json"))
     return {"table": table, "complete": complete, "cells_done": n_done, "cells_total": len(cells), "files": files}
 

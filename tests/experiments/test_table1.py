@@ -53,8 +53,9 @@ def _md_rows(path: Path) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, phantom_cache):
     out = tmp_path_factory.mktemp("table1_quick")
-    res = table1.run_table1(task="la", out=out, rows=["Dice", "dice_ps", "Dice+KL(Y_w)"], seeds=1, budget="quick",
-                            progress=False)
+    res = table1.run_table1(
+        task="la", out=out, rows=["Dice", "dice_ps", "Dice+KL(Y_w)"], seeds=1, budget="quick", progress=False
+    )
     return out, res
 
 
@@ -123,8 +124,9 @@ def test_quick_resume_skips_finished_and_finishes_interrupted(quick_run, monkeyp
         raise AssertionError("a finished run was run again")
 
     monkeypatch.setattr(table1, "run_bundle", no_bundle)
-    again = table1.run_table1(task="la", out=out, rows=["dice", "dice_ps", "dice_klyw"], seeds=1, budget="quick",
-                              progress=False)
+    again = table1.run_table1(
+        task="la", out=out, rows=["dice", "dice_ps", "dice_klyw"], seeds=1, budget="quick", progress=False
+    )
     assert again["complete"] and {p: p.stat().st_mtime_ns for p in markers} == markers
     assert again["table"]["Dice"]["DSC"]["mean"] == res["table"]["Dice"]["DSC"]["mean"]
     # interrupted after training, before the evaluation finished: only the evaluation is redone
@@ -136,8 +138,9 @@ def test_quick_resume_skips_finished_and_finishes_interrupted(quick_run, monkeyp
         return bundle_runner.run_bundle(task, workflow, overrides, **k)
 
     monkeypatch.setattr(table1, "run_bundle", record)
-    table1.run_table1(task="la", out=out, rows=["dice", "dice_ps", "dice_klyw"], seeds=1, budget="quick",
-                      progress=False)
+    table1.run_table1(
+        task="la", out=out, rows=["dice", "dice_ps", "dice_klyw"], seeds=1, budget="quick", progress=False
+    )
     assert [c[0] for c in calls] == ["evaluate"] and calls[0][1].endswith("dice_klyw/seed0")
     assert (out / "runs" / "dice_klyw" / "seed0" / "done_train.json").is_file()
 
@@ -149,9 +152,14 @@ def _fake_value(key: str, overrides: dict, subject: str) -> float:
     """Deterministic synthetic metric per (model, seed, calibrator, subject), in the bundle's raw units."""
     tag = f"{overrides['base_loss']}/{overrides['regularizer']}/{overrides['seed']}/{overrides.get('calibrator', '')}"
     rng = np.random.default_rng(zlib.crc32(f"{tag}|{key}|{subject}".encode()))
-    return {"val_mean_dice": rng.uniform(0.5, 0.9), "val_hd_mm": rng.uniform(5, 30), "val_hd95_mm": rng.uniform(2, 9),
-            "val_brier": rng.uniform(1e-4, 9e-4), "val_brier_plus": rng.uniform(0.05, 0.3),
-            "val_ece": rng.uniform(1e-3, 3e-2)}[key]
+    return {
+        "val_mean_dice": rng.uniform(0.5, 0.9),
+        "val_hd_mm": rng.uniform(5, 30),
+        "val_hd95_mm": rng.uniform(2, 9),
+        "val_brier": rng.uniform(1e-4, 9e-4),
+        "val_brier_plus": rng.uniform(0.05, 0.3),
+        "val_ece": rng.uniform(1e-3, 3e-2),
+    }[key]
 
 
 class FakeBundle:
@@ -173,8 +181,9 @@ class FakeBundle:
                 lines += [f"{s},{v!r},{v!r}" for s in SUBJECTS for v in [_fake_value(key, overrides, s)]]
                 (d / f"{key}_raw.csv").write_text("\n".join(lines) + "\n")
             rows = ["epoch,class,bin,lower,upper,count,confidence,frequency,ece_bins,ece"]
-            rows += [f"1,1,{b},{b / 10},{(b + 1) / 10},{100 + b},{b / 10 + 0.05},{b / 10 + 0.02},15,0.03"
-                     for b in range(10)]
+            rows += [
+                f"1,1,{b},{b / 10},{(b + 1) / 10},{100 + b},{b / 10 + 0.05},{b / 10 + 0.02},15,0.03" for b in range(10)
+            ]
             (d / "reliability.csv").write_text("\n".join(rows) + "\n")
         return 0.01
 
@@ -197,7 +206,8 @@ def test_full_row_list_layout_and_aggregation(tmp_path, fake):
     assert len(trains) == 27 and len({(o["base_loss"], o["regularizer"], o["seed"]) for o in trains}) == 27
     cals = [o for w, o in fake.calls if w == "calibrate"]
     assert sorted((o["base_loss"], o["calibration_method"]) for o in cals) == sorted(
-        [(b, m) for b in ("dice", "ce") for m in ("platt", "isotonic")] * 3)
+        [(b, m) for b in ("dice", "ce") for m in ("platt", "isotonic")] * 3
+    )
     assert all(o["regularizer"] == "none" and o["run_dir"].endswith(f"{o['base_loss']}/seed{o['seed']}") for o in cals)
     # mean (sample std) over seeds of the per-model subject means, recomputed in NumPy from the raw values
     for name, _, model, method in table1.ROWS:
@@ -224,8 +234,9 @@ def test_full_row_list_layout_and_aggregation(tmp_path, fake):
 
 
 def test_time_limit_stops_cleanly_and_rerun_continues(tmp_path, fake):
-    res = table1.run_table1(task="la", out=tmp_path, rows=["dice", "ce"], seeds=2, progress=False, time_limit=0,
-                            figures=False)
+    res = table1.run_table1(
+        task="la", out=tmp_path, rows=["dice", "ce"], seeds=2, progress=False, time_limit=0, figures=False
+    )
     assert res["stopped"] and not res["complete"] and res["cells_done"] == 0 and not fake.calls
     assert "Partial: 0 of 4 runs" in (tmp_path / "table1.md").read_text()
     res = table1.run_table1(task="la", out=tmp_path, rows=["dice", "ce"], seeds=2, progress=False, figures=False)
@@ -236,14 +247,23 @@ def test_locked_unit_is_left_to_its_owner(tmp_path, fake):
     lock = RunLock(tmp_path / "runs" / "dice" / "seed0" / ".lock_train")
     assert lock.acquire()  # another worker holds Dice seed 0
     try:
-        res = table1.run_table1(task="la", out=tmp_path, rows=["dice", "dice_ir", "ce"], seeds=1, progress=False,
-                                time_limit=0.02, poll_s=0.2, figures=False)
+        res = table1.run_table1(
+            task="la",
+            out=tmp_path,
+            rows=["dice", "dice_ir", "ce"],
+            seeds=1,
+            progress=False,
+            time_limit=0.02,
+            poll_s=0.2,
+            figures=False,
+        )
         assert res["stopped"] and res["cells_done"] == 1  # CE done; Dice and Dice+IR (needs Dice) wait
         assert {o["run_dir"].split("/runs/")[1] for _, o in fake.calls} == {"ce/seed0"}
     finally:
         lock.release()
-    res = table1.run_table1(task="la", out=tmp_path, rows=["dice", "dice_ir", "ce"], seeds=1, progress=False,
-                            figures=False)
+    res = table1.run_table1(
+        task="la", out=tmp_path, rows=["dice", "dice_ir", "ce"], seeds=1, progress=False, figures=False
+    )
     assert res["complete"]
 
 
@@ -254,8 +274,9 @@ def test_posthoc_without_its_model_retrains_the_model(tmp_path, fake):
     (tmp_path / "runs" / "dice" / "seed0" / "done_platt.json").unlink()
     fake.calls.clear()
     # a call that may start nothing (e.g. the GPU script's final aggregation) leaves the finished Dice row alone
-    res = table1.run_table1(task="la", out=tmp_path, rows=["dice", "dice_ps"], seeds=1, progress=False, figures=False,
-                            time_limit=0)
+    res = table1.run_table1(
+        task="la", out=tmp_path, rows=["dice", "dice_ps"], seeds=1, progress=False, figures=False, time_limit=0
+    )
     assert res["stopped"] and res["cells_done"] == 1 and not fake.calls
     res = table1.run_table1(task="la", out=tmp_path, rows=["dice", "dice_ps"], seeds=1, progress=False, figures=False)
     assert res["complete"] and [w for w, _ in fake.calls] == ["train", "evaluate", "calibrate", "evaluate"]
@@ -278,8 +299,15 @@ def test_bad_rows_and_arguments():
 
 
 def test_domain_shift_trains_on_two_sites_and_reports_the_change(tmp_path, fake):
-    res = domain_shift.run_domain_shift(out=tmp_path, held_out_site="Utrecht", rows=["dice", "dice_klyw"], seeds=2,
-                                        budget="quick", progress=False, figures=False)
+    res = domain_shift.run_domain_shift(
+        out=tmp_path,
+        held_out_site="Utrecht",
+        rows=["dice", "dice_klyw"],
+        seeds=2,
+        budget="quick",
+        progress=False,
+        figures=False,
+    )
     assert res["complete"]
     loso = [o for w, o in fake.calls if o.get("split") == "loso"]
     assert loso and all(o["held_out_site"] == "Utrecht" for o in loso)
@@ -293,6 +321,14 @@ def test_domain_shift_trains_on_two_sites_and_reports_the_change(tmp_path, fake)
     # a call that may start nothing still tabulates both finished parts
     (tmp_path / "domain_shift.md").unlink()
     n = len(fake.calls)
-    again = domain_shift.run_domain_shift(out=tmp_path, held_out_site="Utrecht", rows=["dice", "dice_klyw"], seeds=2,
-                                          budget="quick", progress=False, figures=False, time_limit=0)
+    again = domain_shift.run_domain_shift(
+        out=tmp_path,
+        held_out_site="Utrecht",
+        rows=["dice", "dice_klyw"],
+        seeds=2,
+        budget="quick",
+        progress=False,
+        figures=False,
+        time_limit=0,
+    )
     assert again["complete"] and len(fake.calls) == n and (tmp_path / "domain_shift.md").read_text() == md

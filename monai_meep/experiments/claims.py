@@ -9,8 +9,9 @@ comparison *holds* when the whole interval stays above a stated non-inferiority 
 or HD 5 % of the reference mean), is *contradicted* when the whole interval lies beyond it (a loss larger than the
 margin), and is *inconclusive* otherwise; a loss smaller than the margin therefore does not contradict the claim even
 when its interval excludes 0 (``paired.md`` still shows it).
-A claim holds for a task when every comparison holds, is contradicted when every one is contradicted, and is
-*mixed* or *inconclusive* otherwise; the counts are always shown.
+A claim holds for a task when every comparison holds, is contradicted when every one is contradicted, is *mixed* when
+some hold and some are contradicted, *partly holds* / *partly contradicted* when the rest are inconclusive, and is
+*inconclusive* when every one is; the counts are always shown.
 
 The paper's Table 1 (UNet, real data) is kept here for orientation only: the phantoms are not the paper's data, so a
 different verdict says what these phantoms and budgets show, not that the paper is wrong.
@@ -180,6 +181,10 @@ def check_claims(table: Any, task: str | None = None, claims: Sequence[Claim] = 
             verdict = "contradicted"
         elif counts["holds"] and counts["contradicted"]:
             verdict = "mixed"
+        elif counts["holds"]:  # the others inconclusive
+            verdict = "partly holds"
+        elif counts["contradicted"]:
+            verdict = "partly contradicted"
         else:
             verdict = "inconclusive"
         out.append({"claim": claim.text, "kind": claim.kind, "verdict": verdict, "counts": counts, "components": comps})

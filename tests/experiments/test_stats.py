@@ -144,6 +144,10 @@ def test_claim_verdicts(tmp_path):
     # identical DSC: the interval is [0, 0], inside the 0.01 margin -> "does not degrade" holds
     assert checked["MEEP does not degrade DSC"]["verdict"] == "holds"
     assert checked["MEEP is better calibrated than focal loss"]["verdict"] == "not run"
+    # Brier+ is identical in every row: every comparison inconclusive; DSC identical too but within the margin
+    assert checked["MEEP improves Brier+ over its base loss"]["verdict"] == "inconclusive"
+    # Brier: KL better, H(Y_w) worse (both by 10x the ECE shift) -> mixed; against H(Y) only KL and H(Y_w) exist
+    assert checked["MEEP improves the Brier score over its base loss"]["verdict"] == "mixed"
     # the paper's difference for orientation: Dice+KL(Y_w) minus Dice ECE on LA in the paper's Table 1
     paper = next(x for x in ece["components"] if x["row"] == "Dice+KL(Y_w)")["paper_difference"]
     assert paper == pytest.approx(15.587 - 28.861)
@@ -157,6 +161,8 @@ def test_claims_summary_has_a_column_per_folder(tmp_path):
     header, rule, *body = md.strip().splitlines()
     assert header == "| claim | LA | copy |" and len(body) == len(claims.CLAIMS)
     ece = next(line for line in body if line.startswith("| MEEP improves ECE over its base loss"))
+    hd = next(line for line in body if line.startswith("| MEEP does not degrade HD"))
+    assert "**holds** (1 / 0 / 0)" in hd  # identical HD: within the margin
     assert ece.count("**holds** (1 / 0 / 0)") == 2
     assert "not run" in next(line for line in body if "focal loss |" in line)
 

@@ -34,6 +34,7 @@ __all__ = [
     "METRICS",
     "PairedDifference",
     "add_parser",
+    "folder_task",
     "paired_difference",
     "paired_markdown",
     "paired_table",
@@ -298,24 +299,32 @@ def paired_markdown(table: Any, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def write_paired(folder: str | Path, title: str = "", task: str | None = None) -> list[str]:
+def folder_task(folder: str | Path) -> str | None:
+    """The task (``"wmh"`` / ``"la"``) recorded in a results folder's ``experiment.json``, if any."""
+    from monai_meep.experiments.manifest import read_json
+
+    return (read_json(Path(folder) / "experiment.json") or {}).get("task")
+
+
+def write_paired(folder: str | Path, title: str = "", task: str | None = None, table: Any = None) -> list[str]:
     """Recompute ``paired.csv``, ``paired.md`` and ``claims.md`` of a Table 1 folder from its per-subject CSVs.
 
     Args:
         folder: a Table 1 results folder (``per_subject/*.csv``).
         title: heading of the markdown files (default: the folder name).
         task: ``"wmh"`` / ``"la"``, for the paper's values beside the claims (default: ``experiment.json``'s).
+        table: the folder's :func:`paired_table`, when the caller has computed it already (it is not recomputed).
 
     Returns:
         The paths written.
     """
     from monai_meep.experiments.claims import claims_markdown
-    from monai_meep.experiments.manifest import atomic_write_text, read_json
+    from monai_meep.experiments.manifest import atomic_write_text
 
     folder = Path(folder)
-    table = paired_table(read_per_subject(folder))
+    table = paired_table(read_per_subject(folder)) if table is None else table
     title = title or folder.name
-    task = task or (read_json(folder / "experiment.json") or {}).get("task")
+    task = task or folder_task(folder)
     return [
         atomic_write_text(folder / "paired.csv", table.to_csv(index=False, float_format="%.10g")),
         atomic_write_text(folder / "paired.md", paired_markdown(table, title)),
@@ -343,15 +352,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> int:
     from monai_meep.experiments.claims import claims_summary
-    from monai_meep.experiments.manifest import atomic_write_text, read_json
+    from monai_meep.experiments.manifest import atomic_write_text
 
     tables = {}
     for folder in args.folders:
-        for path in write_paired(folder):
+        table, task = paired_table(read_per_subject(folder)), folder_task(folder)  # the bootstrap runs once a folder
+        for path in write_paired(folder, task=task, table=table):
             print(f"[stats] wrote {path}")
-        spec = read_json(Path(folder) / "experiment.json") or {}
-        label = Path(folder).name
-        tables[label] = (paired_table(read_per_subject(folder)), spec.get("task"))
+        tables[Path(folder).name] = (table, task)
     if args.summary:
         legend = (
             "Each cell: verdict (comparisons that hold / are contradicted / are inconclusive); the comparisons "

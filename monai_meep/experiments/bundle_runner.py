@@ -22,7 +22,16 @@ from typing import Any
 
 from monai_meep.utils import atomic_open
 
-__all__ = ["WORKFLOWS", "bundle_dir", "config_files", "file_logging_conf", "parse_set", "read_metrics", "run_bundle"]
+__all__ = [
+    "WORKFLOWS",
+    "add_set_argument",
+    "bundle_dir",
+    "config_files",
+    "file_logging_conf",
+    "parse_set",
+    "read_metrics",
+    "run_bundle",
+]
 
 # workflow -> (config files layered in order, MONAI workflow type for check_properties)
 WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -146,6 +155,17 @@ def read_metrics(eval_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
             rows = list(csv.DictReader(f))
         out[path.name[: -len("_raw.csv")]] = {r["filename"]: float(r["mean"]) for r in rows}
     return out
+
+
+def add_set_argument(parser: Any, applies_to: str = "every run") -> None:
+    """Add the repeatable ``--set KEY=VALUE`` bundle-override option that :func:`parse_set` reads."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"extra bundle override for {applies_to}, VALUE parsed as JSON when possible (repeatable)",
+    )
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:

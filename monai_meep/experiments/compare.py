@@ -23,7 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import bundle_dir, file_logging_conf, parse_set, read_metrics, run_bundle
+from monai_meep.experiments.bundle_runner import (
+    add_set_argument,
+    bundle_dir,
+    file_logging_conf,
+    parse_set,
+    read_metrics,
+    run_bundle,
+)
 from monai_meep.experiments.manifest import atomic_write_text
 from monai_meep.utils import atomic_open
 
@@ -294,13 +301,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default="./runs/compare", help="output folder (default: ./runs/compare)")
     p.add_argument("--budget", choices=tuple(BUDGETS), default="default", help="quick (CI) or default (~5 min CPU)")
     p.add_argument("--dataset-dir", default="", help="a real data set in a supported layout (default: the phantom)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra bundle override for both models, VALUE parsed as JSON when possible (repeatable)",
-    )
+    add_set_argument(p, "both models")
     p.set_defaults(func=_main)
     return p
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import file_logging_conf, parse_set, run_bundle
+from monai_meep.experiments.bundle_runner import add_set_argument, file_logging_conf, parse_set, run_bundle
 from monai_meep.experiments.manifest import atomic_write_json, atomic_write_text, environment_info, read_json, utc_now
 
 __all__ = ["TOLERANCE", "add_parser", "run_convergence"]
@@ -180,13 +180,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="runs per row (default 3, as the table)")
     p.add_argument("--rows", nargs="+", default=list(ROWS), help="rows to check (default: dice ce)")
     p.add_argument("--out", default="./runs/convergence/<task>_<backbone>_<budget>")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra bundle override for every run, VALUE parsed as JSON when possible (repeatable)",
-    )
+    add_set_argument(p)
     p.set_defaults(func=_main)
     return p
 

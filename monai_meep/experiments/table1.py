@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_meep.experiments.bundle_runner import file_logging_conf, parse_set, run_bundle
+from monai_meep.experiments.bundle_runner import add_set_argument, file_logging_conf, parse_set, run_bundle
 from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
 from monai_meep.experiments.table_format import export_results, write_outputs
 
@@ -404,15 +404,9 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
         "--export",
         default="",
         metavar="DIR",
-        help="also copy the tables, figures, per-subject CSVs and manifest to DIR (e.g. results/la_quick)",
+        help="also copy the tables, figures, per-subject CSVs and manifest to DIR (e.g. results/la_cpu)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra bundle override for every run, VALUE parsed as JSON when possible (repeatable)",
-    )
+    add_set_argument(p)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -13,13 +13,34 @@ own way. Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["device_quick_main", "time_fn"]
+__all__ = ["device_quick_main", "reference_path", "time_fn"]
+
+
+@contextlib.contextmanager
+def reference_path() -> Iterator[None]:
+    """Force the plain PyTorch MEEP regulariser: no Triton kernel for CUDA tensors, no Numba kernel on the CPU."""
+    from monai_meep.losses import functional as meep_functional
+
+    saved_fused = getattr(meep_functional, "_FUSED_SUM_COUNT", None)
+    saved_env = os.environ.get("MONAI_MEEP_NUMBA")
+    meep_functional._FUSED_SUM_COUNT = None
+    os.environ["MONAI_MEEP_NUMBA"] = "0"  # read at each call by monai_meep.kernels.meep_cpu
+    try:
+        yield
+    finally:
+        meep_functional._FUSED_SUM_COUNT = saved_fused
+        if saved_env is None:
+            os.environ.pop("MONAI_MEEP_NUMBA", None)
+        else:
+            os.environ["MONAI_MEEP_NUMBA"] = saved_env
 
 
 def time_fn(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 3, rounds: int = 5) -> float:

@@ -17,14 +17,13 @@ only in its slow interpreter) and only the ratios mean something. Run::
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 from monai.losses import DiceLoss
 from monai.networks.nets import UNet
 
-from benchmarks._common import device_quick_main, time_fn
+from benchmarks._common import device_quick_main, reference_path, time_fn
 from monai_meep.kernels import fused_meep_regularizer, triton_available
 from monai_meep.losses import functional as meep_functional
 
@@ -39,17 +38,6 @@ ANCHORS = {  # design section 6, one H200, torch 2.11, MONAI 1.6.1
     "step_dice_ms": 17.6,
     "step_naive_kl_ms": 18.8,
 }
-
-
-@contextlib.contextmanager
-def reference_path():
-    """Force the plain PyTorch regulariser even where a fused kernel was registered for CUDA tensors."""
-    saved = getattr(meep_functional, "_FUSED_SUM_COUNT", None)
-    meep_functional._FUSED_SUM_COUNT = None
-    try:
-        yield
-    finally:
-        meep_functional._FUSED_SUM_COUNT = saved
 
 
 def _losses(fused_ok: bool) -> dict[str, Callable]:

@@ -278,6 +278,16 @@ def regulariser_sum_count(
     if target is None and kind != "entropy_all":
         raise ValueError(f"kind={kind!r} needs a target to find the misclassified voxels.")
     target = _check_shapes(logits, target, activation)
+    if not logits.is_cuda and target is not None:
+        from monai_meep.kernels.meep_cpu import cpu_sum_count, cpu_supports  # lazy: kernels sit below losses
+
+        if cpu_supports(logits, target, kind):
+            # the kernel checks softmax index maps and the logits in its own pass; other targets are checked here
+            in_pass = activation == "softmax" and _is_index(target)
+            if validate and not in_pass:
+                _validate_values(logits, target, activation, ignore_index)
+            check = (lambda: _validate_values(logits, target, activation, ignore_index)) if validate else None
+            return cpu_sum_count(logits, target, activation, ignore_index, kind, on_invalid=check)
     if validate:
         _validate_values(logits, target, activation, ignore_index)
     if _FUSED_SUM_COUNT is not None and logits.is_cuda:

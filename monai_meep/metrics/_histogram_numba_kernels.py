@@ -11,25 +11,17 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
+
+from monai_meep.kernels._numba import inline, jit
 
 from ._histogram_numba import _BAD_P, _BAD_Y, _NLL, _SUM_DEV
 
 __all__ = ["binary_kernel", "multiclass_kernel"]
 
 
-def _jit(func):
-    """Compile ``func`` with Numba: ``nogil`` (parts run on plain threads), ``error_model="numpy"`` (no
-    ZeroDivisionError checks in the loops) and ``cache`` (each specialisation compiles once per installation, not once
-    per process) where Numba finds a writable cache folder; on a read-only install without one, per process."""
-    try:
-        return numba.njit(nogil=True, cache=True, error_model="numpy")(func)
-    except RuntimeError:  # "cannot cache function ...: no locator available": nowhere to write the cache
-        return numba.njit(nogil=True, error_model="numpy")(func)
-
-
-_inline = numba.njit(inline="always", error_model="numpy")
+_jit = jit
+_inline = inline
 
 
 @_inline

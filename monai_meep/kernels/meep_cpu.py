@@ -1,0 +1,243 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Fused MEEP regulariser on the CPU: one compiled pass over the logits forward, one backward (Numba).
+
+The same ``(total, count)`` as the PyTorch reference :func:`monai_meep.losses.functional.regulariser_sum_count`
+(``_reference_sum_count``), with the same misclassified set (softmax: ``argmax_k z != y``, first maximum on ties;
+sigmoid: ``(z > 0) != y`` per channel; ``ignore_index`` excluded; no gradient through the set) and the same values.
+Why: the reference makes about a dozen passes over the logits with float32 temporaries (``log_softmax``, ``max``,
+``where``, their backward); here the forward reads each logit once and writes four numbers per part, the backward
+reads the logits again and writes the gradient. The label checks of the reference (labels in ``[0, C)``, finite
+logits) happen inside the same forward pass; when one fails, the reference's check runs to raise its own message.
+
+Maths in float32 (float16 / bfloat16 logits are read through a float32 copy, the gradient is returned in their
+dtype). float64 logits -- what ``gradcheck`` uses -- stay on the reference, which is also the test oracle; so do
+targets the reference alone handles (``kind="entropy_all"`` without a target).
+
+Parallelism as the calibration histogram's: the voxels are split into parts by size only, run on plain threads
+(``torch.get_num_threads()`` of them), and the parts' float64 partial sums are added in a fixed order, so the value is
+the same bytes whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["HAS_NUMBA", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
+
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+_KINDS = {"entropy": 0, "kl": 1, "entropy_all": 2}
+# voxels per part at least: below this a part costs more to schedule than to compute
+MIN_PART_VOXELS = 1 << 16
+MAX_PARTS = 16
+_DUMMY_VALID = np.ones((1, 1), np.uint8)
+_NATIVE_LABELS = (torch.int64, torch.int32, torch.uint8, torch.float32, torch.float64)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def cpu_kernel_enabled() -> bool:
+    """Whether the CPU regulariser kernel is on: Numba installed and ``MONAI_MEEP_NUMBA`` not ``0`` (read at each
+    call, so a test or a user can switch to the reference without re-importing)."""
+    return HAS_NUMBA and os.environ.get("MONAI_MEEP_NUMBA", "1") != "0"
+
+
+@functools.cache
+def _kernels() -> ModuleType | None:
+    """The kernel module, imported (with Numba) on first use; ``None``, with one warning, if Numba fails to import."""
+    try:
+        from . import _meep_cpu_kernels
+    except ImportError as e:  # e.g. a Numba release that does not support the installed NumPy
+        warnings.warn(f"Numba could not be imported ({e}); the MEEP regulariser uses the PyTorch path on the CPU.")
+        return None
+    return _meep_cpu_kernels
+
+
+def cpu_supports(logits: torch.Tensor, target: torch.Tensor | None, kind: str) -> bool:
+    """Whether :func:`cpu_sum_count` takes these inputs: CPU float32 / float16 / bfloat16 logits with a target,
+    the kernel enabled and importable, and not inside ``torch.compile`` (which traces the reference instead and
+    fuses it itself). Never raises."""
+    return (
+        cpu_kernel_enabled()
+        and not torch.compiler.is_compiling()
+        and isinstance(logits, torch.Tensor)
+        and logits.device.type == "cpu"
+        and logits.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and isinstance(target, torch.Tensor)
+        and target.device.type == "cpu"
+        and kind in _KINDS
+        and _kernels() is not None
+    )
+
+
+def _num_threads() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), cpus))
+
+
+def _pool() -> ThreadPoolExecutor:
+    # one pool for the process: a loss runs every step, and starting threads each time costs ~0.1 ms per thread
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(MAX_PARTS, thread_name_prefix="monai_meep_meep")
+        return _POOL
+
+
+def _run_parts(fn: Callable[[int, int, int], None], n_voxels: int) -> int:
+    """Call ``fn(part, lo, hi)`` for each part of ``range(n_voxels)``; returns the number of parts."""
+    parts = max(1, min(MAX_PARTS, n_voxels // MIN_PART_VOXELS))
+    edges = [n_voxels * k // parts for k in range(parts + 1)]
+    workers = min(_num_threads(), parts)
+    if workers == 1:
+        for k in range(parts):
+            fn(k, edges[k], edges[k + 1])
+    else:
+        list(_pool().map(lambda k: fn(k, edges[k], edges[k + 1]), range(parts)))
+    return parts
+
+
+class _Inputs:
+    """The kernel's view of one call: NumPy arrays over contiguous float32 logits and uint8 / native label maps."""
+
+    def __init__(
+        self, logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None, kind: str
+    ) -> None:
+        from monai_meep.losses.functional import _is_index, _valid_mask  # lazy: losses sit above kernels
+
+        b, c = logits.shape[:2]
+        self.shape = (b, c, logits[0, 0].numel())
+        z = logits.detach().float().contiguous().view(self.shape)
+        self.z = z.numpy()
+        self.kind = _KINDS[kind]
+        self.softmax = activation == "softmax"
+        self.ignore, self.has_ignore = (0, False) if ignore_index is None else (int(ignore_index), True)
+        index = _is_index(target)
+        valid = None
+        if self.softmax:
+            if index:
+                labels = target.reshape(b, -1)
+                if labels.dtype == torch.bool:
+                    labels = labels.view(torch.uint8)
+                elif labels.dtype not in _NATIVE_LABELS:  # exact: int8 / int16 in int64, float16 / bfloat16 in float64
+                    labels = labels.double() if labels.is_floating_point() else labels.long()
+                self.labels = labels.contiguous().numpy()
+            else:  # one-hot: the class is the argmax (first maximum), as the reference; validity from the channels
+                self.labels = target.max(dim=1).indices.reshape(b, -1).contiguous().numpy()
+                valid = _valid_mask(target, c, ignore_index)
+                self.has_ignore = False
+        else:
+            if index and c > 1:  # index map for a multi-channel sigmoid: channel k is "label k"
+                classes = torch.arange(c).view([1, c] + [1] * (target.ndim - 2))
+                positive = target == classes
+            elif target.is_floating_point():
+                positive = target > 0.5
+            else:
+                positive = target != 0
+            self.positive = positive.reshape(b, positive.shape[1], -1).view(torch.uint8).contiguous().numpy()
+            valid = _valid_mask(target, c, ignore_index)
+        self.has_valid = valid is not None
+        self.valid = _DUMMY_VALID if valid is None else valid.reshape(b, -1).view(torch.uint8).contiguous().numpy()
+
+    def forward(self) -> np.ndarray:
+        """Per-part ``[total, count, non-finite logits, bad labels]``, summed in part order."""
+        kern = _kernels()
+        n = self.shape[0] * self.shape[2]
+        stats = np.zeros((MAX_PARTS, 4), np.float64)
+        if self.softmax:
+            fwd = kern.softmax2_forward if self.shape[1] == 2 else kern.softmax_forward
+            common = (self.z, self.labels, self.valid, self.has_valid, self.ignore, self.has_ignore, self.kind)
+        else:
+            fwd = kern.sigmoid_forward
+            common = (self.z, self.positive, self.valid, self.has_valid, self.kind)
+        parts = _run_parts(lambda k, lo, hi: fwd(*common, lo, hi, stats[k]), n)
+        return stats[:parts].sum(0)
+
+    def backward(self, scale: float) -> torch.Tensor:
+        kern = _kernels()
+        grad = np.empty(self.shape, np.float32)
+        if self.softmax:
+            bwd = kern.softmax2_backward if self.shape[1] == 2 else kern.softmax_backward
+            common = (self.z, self.labels, self.valid, self.has_valid, self.ignore, self.has_ignore, self.kind)
+        else:
+            bwd = kern.sigmoid_backward
+            common = (self.z, self.positive, self.valid, self.has_valid, self.kind)
+        _run_parts(lambda k, lo, hi: bwd(*common, np.float32(scale), lo, hi, grad), self.shape[0] * self.shape[2])
+        return torch.from_numpy(grad)
+
+
+class _SumCount(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, inputs: _Inputs, on_invalid: Callable[[], None] | None):
+        stats = inputs.forward()
+        if on_invalid is not None and (stats[2] or stats[3]):
+            on_invalid()  # the reference's checks raise their own message
+            raise ValueError(f"invalid MEEP input: {int(stats[2])} non-finite logit(s), {int(stats[3])} bad label(s).")
+        # without validation a non-finite logit poisons the value, as it does on the reference path
+        total = float("nan") if stats[2] else stats[0]
+        ctx.inputs = inputs
+        ctx.shape, ctx.dtype = logits.shape, logits.dtype
+        count = torch.tensor(int(stats[1]), dtype=torch.int64)
+        ctx.mark_non_differentiable(count)
+        return torch.tensor(total, dtype=torch.float32), count
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor, grad_count: torch.Tensor):
+        grad = ctx.inputs.backward(float(grad_total))
+        return grad.view(ctx.shape).to(ctx.dtype), None, None
+
+
+def cpu_sum_count(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    activation: str = "softmax",
+    ignore_index: int | None = None,
+    kind: str = "kl",
+    on_invalid: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(total, count)`` of the regulariser over its selected set, as the reference, in one compiled pass.
+
+    Args:
+        logits: CPU ``(B, C, *spatial)`` float32 / float16 / bfloat16 logits (see :func:`cpu_supports`).
+        target: index map ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``, already shaped by the caller
+            (``monai_meep.losses.functional._check_shapes``).
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        ignore_index: label value left out of the set.
+        kind: ``"kl"``, ``"entropy"`` (misclassified set) or ``"entropy_all"`` (every scored element).
+        on_invalid: called when the pass finds a non-finite logit or a label outside ``[0, C)`` (softmax index
+            maps); it should raise the caller's own error. ``None``: no check (a non-finite logit gives NaN).
+
+    Returns:
+        ``total``: float32 scalar with a gradient; ``count``: int64 scalar, elements in the set.
+
+    Raises:
+        ValueError: from ``on_invalid``, or for inputs :func:`cpu_supports` rejects.
+
+    Example:
+        >>> z, y = torch.randn(1, 2, 8, 8, 8), torch.randint(0, 2, (1, 1, 8, 8, 8))
+        >>> total, count = cpu_sum_count(z, y, kind="kl")
+    """
+    if not cpu_supports(logits, target, kind):
+        raise ValueError(
+            "cpu_sum_count needs CPU float32 / float16 / bfloat16 logits, a CPU target, a known kind and Numba; "
+            f"got {logits.dtype} logits on {logits.device}, kind={kind!r}."
+        )
+    if logits.numel() == 0:
+        zero = torch.zeros((), dtype=torch.float32) + 0.0 * logits.sum().float()
+        return zero, torch.zeros((), dtype=torch.int64)
+    inputs = _Inputs(logits, target, activation, ignore_index, kind)
+    return _SumCount.apply(logits, inputs, on_invalid)

@@ -1,6 +1,6 @@
 # Copyright (c) monai_meep developers.
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Small helpers shared across the package: atomic file writes.
+"""Small helpers shared across the package: atomic file writes, integer argument checks.
 
 Every file the package writes for others to read (calibrators, figures, CSV tables, manifests, dataset records) goes
 through :func:`atomic_open`, so a reader -- another process, a resumed run, TensorBoard -- sees either the old file or
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open"]
+__all__ = ["atomic_open", "check_int"]
 
 try:
     import fcntl
@@ -98,3 +98,24 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int``, refusing non-integers (``"2"``, ``2.5``, ``True``) and values below ``minimum``.
+
+    Python and NumPy integers pass (anything with ``__index__`` but a bool).
+
+    Raises:
+        TypeError: not an integer, naming ``name``.
+        ValueError: below ``minimum``, naming ``name``.
+
+    Example:
+        >>> check_int(15, "num_bins", minimum=1)
+        15
+    """
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).")
+    out = int(value.__index__())
+    if minimum is not None and out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}.")
+    return out

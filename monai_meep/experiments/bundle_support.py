@@ -252,7 +252,14 @@ def check_checkpoint(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"checkpoint {path!r} cannot be read ({type(e).__name__}: {e}).") from e
+        # torch's own message suggests retrying with weights_only=False, i.e. unpickling (running) whatever the file
+        # holds: wrong advice for a corrupt or foreign file, so it is not repeated here
+        first = str(e).splitlines()[0] if str(e) else ""
+        why = f"{type(e).__name__}" + ("" if "weights_only" in str(e) or not first else f": {first}")
+        raise ValueError(
+            f"checkpoint {path!r} cannot be read as a weights-only PyTorch checkpoint ({why}); it is corrupt, "
+            f"truncated or not a state dict saved by this package. Retrain, or point ckpt_path to a good file."
+        ) from e
     state = obj.get(key, obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path!r} holds no state dict under {key!r}.")

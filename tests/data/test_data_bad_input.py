@@ -158,3 +158,14 @@ def test_truncated_nifti_found_by_full_check(tmp_path):
         wmh_datalist(root, check="full")
     with pytest.raises(ValueError, match="check"):
         wmh_datalist(root, check="everything")
+
+
+@pytest.mark.parametrize("task", ["la", "wmh"])
+def test_negative_phantom_seed_refused_before_any_folder(tmp_path, task):
+    from monai_meep.data import generate_la_phantom, generate_wmh_phantom
+
+    gen = generate_la_phantom if task == "la" else generate_wmh_phantom
+    out = tmp_path / "phantom"
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        gen(out, num_subjects=1, seed=-1, scale=0.2)
+    assert not out.exists()

@@ -124,3 +124,15 @@ def test_bundle_progress_false_from_the_command_line_disables_the_bar():
     assert uses and all(u.startswith("bs.as_bool(") for u in uses), uses
     parser = ConfigParser({"progress": "false", "off": "$not bs.as_bool(@progress, 'progress')"}, globals={"bs": bs})
     assert parser.get_parsed_content("off") is True
+
+
+def test_garbage_checkpoint_does_not_suggest_unsafe_loading(tmp_path):
+    import torch
+
+    from monai_meep.experiments.bundle_support import check_checkpoint
+
+    path = tmp_path / "model.pt"
+    torch.save(argparse.Namespace(a=1), path)  # a pickle weights_only refuses; torch then suggests weights_only=False
+    with pytest.raises(ValueError, match="cannot be read") as info:
+        check_checkpoint(str(path), torch.nn.Linear(2, 2))
+    assert "weights_only" not in str(info.value) and "trust" not in str(info.value) and str(path) in str(info.value)

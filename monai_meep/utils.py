@@ -1,22 +1,56 @@
 # Copyright (c) monai_meep developers.
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Small helpers shared across the package: atomic file writes.
+"""Small helpers shared across the package: atomic file writes, integer argument checks.
 
 Every file the package writes for others to read (calibrators, figures, CSV tables, manifests, dataset records) goes
 through :func:`atomic_open`, so a reader -- another process, a resumed run, TensorBoard -- sees either the old file or
-the complete new one, never half of it, and an interrupted write leaves nothing behind.
+the complete new one, never half of it, and an interrupted write leaves nothing behind (a killed process leaves its
+temporary file, which the next write to the same path removes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open"]
+__all__ = ["atomic_open", "check_int"]
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX: stale temporary files are then left alone
+    fcntl = None  # type: ignore[assignment]
+
+#: a temporary file younger than this is never removed as stale (covers the instant between mkstemp and flock).
+_STALE_AFTER_S = 2.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``.<name>.*.tmp`` files beside ``path`` left by a killed writer.
+
+    A live writer holds an ``flock`` on its temporary file (released by the kernel when the process dies), so a file
+    whose lock can be taken, and that is older than ``_STALE_AFTER_S``, belongs to no one. Without ``fcntl`` nothing
+    is removed: a concurrent writer's file cannot be told from a dead one's.
+    """
+    if fcntl is None:
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime < _STALE_AFTER_S:
+                continue
+            with open(tmp, "rb") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live writer holds it
+                tmp.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile, or not ours to remove: cleaning is best effort
+            continue
 
 
 def _default_mode() -> int:
@@ -50,8 +84,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # marks the file as live for _remove_stale_temporaries; freed on close
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -61,3 +98,24 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int``, refusing non-integers (``"2"``, ``2.5``, ``True``) and values below ``minimum``.
+
+    Python and NumPy integers pass (anything with ``__index__`` but a bool).
+
+    Raises:
+        TypeError: not an integer, naming ``name``.
+        ValueError: below ``minimum``, naming ``name``.
+
+    Example:
+        >>> check_int(15, "num_bins", minimum=1)
+        15
+    """
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).")
+    out = int(value.__index__())
+    if minimum is not None and out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}.")
+    return out

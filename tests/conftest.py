@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# Property tests: few cheap examples on tiny tensors (CI time), no deadline (a shared 2-core machine is noisy).
+settings.register_profile(
+    "ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Keep the suite predictable on 2 CPU cores.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -30,3 +30,24 @@ def test_atomic_open_replaces_whole_files_or_nothing(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_open(path, "a"):
             pass
+
+
+def test_atomic_open_removes_a_killed_writers_temporary_only(tmp_path):
+    import fcntl
+    import time
+
+    path = tmp_path / "cal.json"
+    old = time.time() - 60
+    stale, live, young = (tmp_path / f".cal.json.{tag}.tmp" for tag in ("dead", "live", "young"))
+    for p in (stale, live, young):
+        p.write_text("{")
+    for p in (stale, live):
+        os.utime(p, (old, old))
+    foreign = tmp_path / ".cal.json.bak"  # not a temporary of ours
+    foreign.write_text("keep")
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a concurrent writer still writing
+        with atomic_open(path) as f:
+            f.write("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, live.name, young.name, foreign.name])
+    assert path.read_text() == "{}"

@@ -23,6 +23,7 @@ log-probabilities ``log p`` (temperature on softmax), clipped to ``[-logit_clip,
 from __future__ import annotations
 
 import json
+import math
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -36,10 +37,45 @@ import monai_meep
 from monai_meep.calibration.layout import OutputLayout
 from monai_meep.utils import atomic_open
 
-__all__ = ["FORMAT_VERSION", "Calibrator", "CalibratorNotFittedError", "load_calibrator", "all_reduce_sum_"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Calibrator",
+    "CalibratorNotFittedError",
+    "load_calibrator",
+    "all_reduce_sum_",
+    "check_number",
+]
 
 FORMAT_NAME = "monai_meep.calibrator"
 FORMAT_VERSION = 1
+
+
+def check_number(value: Any, key: str, low: float, high: float, low_open: bool = False) -> float:
+    """A saved parameter as a float, refused unless it is a finite number in ``[low, high]`` (``(low, high]``).
+
+    A hand-edited or corrupt calibrator file would otherwise load and turn every output into NaN (Platt ``a = NaN``,
+    ``T = 1e-300``) or silently reverse the ranking (``a < 0``).
+
+    Args:
+        value: the value read from JSON.
+        key: its name in messages, e.g. ``"params 'a'[0]"``.
+        low: smallest accepted value.
+        high: largest accepted value.
+        low_open: exclude ``low`` itself.
+
+    Raises:
+        TypeError: not a number (a string, a bool, a list).
+        ValueError: NaN / inf, or outside the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} must be a number, got {value!r} ({type(value).__name__}).")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{key} must be finite, got {value!r}.")
+    if v < low or v > high or (low_open and v == low):
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{key} = {value!r} must lie in {bracket}{low:g}, {high:g}].")
+    return v
 
 
 class CalibratorNotFittedError(ValueError):
@@ -186,8 +222,12 @@ class Calibrator(OutputLayout, ABC):
     def load_state_dict(self, state: dict[str, Any]) -> Calibrator:
         """Restore a fitted map from ``state_dict()`` output, checking it belongs to this calibrator.
 
+        The whole state is checked before anything changes: a rejected state leaves the calibrator as it was.
+
         Raises:
-            ValueError: another format / version, another kind, class count or activation.
+            TypeError: a header key or parameter of the wrong type (``num_classes: "2"``), naming the key.
+            ValueError: another format / version, another kind, class count or activation; a non-finite or absurd
+                parameter (Platt ``a <= 0``, temperature outside its range, isotonic points outside [0, 1]).
         """
         _check_header(state, "state")
         for key, mine in (("kind", self.kind), ("num_classes", self.num_classes), ("activation", self.activation)):
@@ -215,7 +255,9 @@ class Calibrator(OutputLayout, ABC):
             num_classes: when given, the saved class count must equal it.
 
         Raises:
-            ValueError: a missing / unreadable file, another format version, kind or class count.
+            TypeError: a key of the wrong type (``num_classes: "2"``), naming the file and the key.
+            ValueError: a missing / unreadable file, another format version, kind or class count, an absurd
+                parameter; the message names the file.
         """
         path = Path(path)
         try:
@@ -232,8 +274,12 @@ class Calibrator(OutputLayout, ABC):
             raise ValueError(f"{str(path)!r} holds a {state['kind']!r} calibrator, not {cls.kind!r}.")
         if num_classes is not None and state["num_classes"] != num_classes:
             raise ValueError(f"{str(path)!r} was fitted for {state['num_classes']} classes, expected {num_classes}.")
-        obj = target_cls(num_classes=state["num_classes"], activation=state["activation"], **state.get("config", {}))
-        return obj.load_state_dict(state)
+        try:
+            config = state.get("config", {})
+            obj = target_cls(num_classes=state["num_classes"], activation=state["activation"], **config)
+            return obj.load_state_dict(state)
+        except (TypeError, ValueError) as e:  # name the file: the constructor and the checks do not know it
+            raise type(e)(f"{str(path)!r}: {e}") from e
 
     # ------------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -270,6 +316,13 @@ def _check_header(state: Any, where: str) -> None:
     missing = [k for k in ("kind", "num_classes", "activation", "params") if k not in state]
     if missing:
         raise ValueError(f"{where} lacks the keys {missing}.")
+    # the types first: num_classes "2" compared with 2 used to read "fitted for 2 classes, expected 2"
+    types = {"kind": (str,), "num_classes": (int,), "activation": (str,), "params": (dict,), "config": (dict,),
+             "fit_info": (dict,)}
+    for key, allowed in types.items():
+        if key in state and (isinstance(state[key], bool) or not isinstance(state[key], allowed)):
+            raise TypeError(f"{where}: key {key!r} must be {allowed[0].__name__}, got {state[key]!r} "
+                            f"({type(state[key]).__name__}).")
 
 
 def load_calibrator(path: str | os.PathLike, num_classes: int | None = None) -> Calibrator:

@@ -201,17 +201,27 @@ class IsotonicCalibration(Calibrator):
 
     def _load_params(self, params: dict[str, Any]) -> None:
         xs, ys = params.get("x"), params.get("y")
-        ok = isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys) == self.num_tasks
-        if ok:
-            for xv, yv in zip(xs, ys, strict=True):
-                a, b = np.asarray(xv, dtype=np.float64), np.asarray(yv, dtype=np.float64)
-                ok = ok and a.ndim == 1 and a.shape == b.shape and a.size > 0 and bool(np.all(np.diff(a) > 0))
-                ok = ok and bool(np.all(np.diff(b) >= 0)) and bool(np.all((b >= 0) & (b <= 1)))
-        if not ok:
+        if not (isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys) == self.num_tasks):
             raise ValueError(
                 f"isotonic parameters must be {self.num_tasks} non-empty lists of increasing 'x' and non-decreasing "
                 "'y' in [0, 1] of equal length."
             )
+        for t, (xv, yv) in enumerate(zip(xs, ys, strict=True)):
+            try:
+                a, b = np.asarray(xv, dtype=np.float64), np.asarray(yv, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"params 'x'[{t}] / 'y'[{t}] must be lists of numbers ({e}).") from e
+            if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+                raise ValueError(f"params 'x'[{t}] and 'y'[{t}] must be non-empty flat lists of equal length, got "
+                                 f"shapes {a.shape} and {b.shape}.")
+            for key, v in (("x", a), ("y", b)):  # both are probabilities: the curve maps [0, 1] onto [0, 1]
+                if not np.all(np.isfinite(v)) or not np.all((v >= 0) & (v <= 1)):
+                    raise ValueError(f"params {key!r}[{t}] must be finite values in [0, 1], got min {v.min()!r}, "
+                                     f"max {v.max()!r}.")
+            if not np.all(np.diff(a) > 0):
+                raise ValueError(f"params 'x'[{t}] must be strictly increasing.")
+            if not np.all(np.diff(b) >= 0):
+                raise ValueError(f"params 'y'[{t}] must be non-decreasing (an isotonic map).")
         self.x_points = [[float(v) for v in xv] for xv in xs]
         self.y_points = [[float(v) for v in yv] for yv in ys]
         self._cache = {}

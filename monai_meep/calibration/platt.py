@@ -11,17 +11,19 @@ The fit is an exact weighted logistic regression in float64 by Newton's method w
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monai_meep.calibration.base import Calibrator
+from monai_meep.calibration.base import Calibrator, check_number
 from monai_meep.calibration.logit_histogram import LogitHistogram
 
-__all__ = ["PlattScaling", "fit_logistic"]
+__all__ = ["PlattScaling", "fit_logistic", "PLATT_LIMIT"]
+
+#: largest |a| / |b| a saved Platt map may hold; fitted values are O(1)-O(10), far beyond this a file is corrupt.
+PLATT_LIMIT = 1e6
 
 
 def _nll(theta: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
@@ -145,8 +147,9 @@ class PlattScaling(Calibrator):
                 at, bt, info = fit_logistic(*self.hist.points(t))
             except ValueError as e:
                 raise ValueError(f"{e} [task {t} of {self.num_tasks}, {self.mode}]") from None
-            if at <= 0:
-                warnings.warn(f"PlattScaling task {t}: fitted slope a={at:.4g} <= 0 reverses the ranking of voxels.")
+            if at <= 0:  # a file holding it could not be loaded back, and the map would invert the segmentation
+                raise ValueError(f"cannot fit PlattScaling task {t}: the fitted slope a={at:.4g} <= 0 reverses the "
+                                 f"ranking of voxels (the logits are not positively related to the labels).")
             a.append(at)
             b.append(bt)
             infos.append(info)
@@ -176,4 +179,10 @@ class PlattScaling(Calibrator):
         a, b = params.get("a"), params.get("b")
         if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == self.num_tasks):
             raise ValueError(f"Platt parameters must be lists 'a', 'b' of length {self.num_tasks}, got {params!r}.")
-        self.a, self.b = [float(v) for v in a], [float(v) for v in b]
+        for i, v in enumerate(a):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+                raise ValueError(f"params 'a'[{i}] = {v!r}: a slope <= 0 reverses the ranking of voxels.")
+        # float32 holds |v| <= 3.4e38; far beyond PLATT_LIMIT a * z overflows and the outputs turn NaN
+        a = [check_number(v, f"params 'a'[{i}]", 0.0, PLATT_LIMIT, low_open=True) for i, v in enumerate(a)]
+        b = [check_number(v, f"params 'b'[{i}]", -PLATT_LIMIT, PLATT_LIMIT) for i, v in enumerate(b)]
+        self.a, self.b = a, b

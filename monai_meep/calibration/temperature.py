@@ -27,10 +27,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from monai_meep.calibration.base import Calibrator
+from monai_meep.calibration.base import Calibrator, check_number
 from monai_meep.calibration.logit_histogram import LogitHistogram
 
-__all__ = ["TemperatureScaling", "fit_inverse_temperature"]
+__all__ = ["TemperatureScaling", "fit_inverse_temperature", "TEMPERATURE_RANGE"]
+
+#: temperatures a saved map may hold; fitted ones are ~0.1-20, a value outside this range is a corrupt file.
+TEMPERATURE_RANGE = (1e-4, 1e4)
 
 
 def _newton_1d(fun, s0: float = 1.0, max_iter: int = 100, tol: float = 1e-14) -> tuple[float, int]:
@@ -253,7 +256,5 @@ class TemperatureScaling(Calibrator):
         return {"temperature": self.temperature}
 
     def _load_params(self, params: dict[str, Any]) -> None:
-        t = params.get("temperature")
-        if not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
-            raise ValueError(f"temperature must be a positive finite number, got {t!r}.")
-        self.temperature = float(t)
+        # T = 1e-300 loads as a positive number but z / T overflows and every output is NaN
+        self.temperature = check_number(params.get("temperature"), "params 'temperature'", *TEMPERATURE_RANGE)

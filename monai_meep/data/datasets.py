@@ -20,7 +20,8 @@ from pathlib import Path
 
 from monai_meep.utils import atomic_open
 
-from .la import LA_EXPECTED, la_datalist, la_layout, la_split
+from .la import LA_EXPECTED, la_datalist, la_layout, la_split, read_uamt_lists
+from .readers import resolve_inside
 from .wmh import WMH_EXPECTED, is_wmh_layout, wmh_datalist, wmh_split
 
 __all__ = ["prepare_dataset", "default_phantom_dir", "cache_root", "PHANTOM_VERSION", "load_datalist_file"]
@@ -103,7 +104,7 @@ def load_datalist_file(path: str | os.PathLike, root: str | os.PathLike | None =
     """Read a datalist JSON written by ``prepare_dataset``; paths resolve against ``root`` (default: its ``root``).
 
     Raises:
-        ValueError: not a datalist file (keys missing).
+        ValueError: not a datalist file (keys missing), or an entry resolving outside the data root.
         FileNotFoundError: a file it names is missing.
     """
     path = Path(path)
@@ -117,7 +118,7 @@ def load_datalist_file(path: str | os.PathLike, root: str | os.PathLike | None =
     def resolve(p):
         if isinstance(p, list):
             return [resolve(q) for q in p]
-        full = base / p
+        full = resolve_inside(base, p, path)
         if not full.is_file():
             raise FileNotFoundError(f"Missing file {full}: named by the datalist file {path}.")
         return str(full)
@@ -206,7 +207,7 @@ def prepare_dataset(
         items = la_datalist(root)
         test_ids = None
         if layout == "uamt":
-            test_ids = [line.strip() for line in (root / "test.list").read_text().splitlines() if line.strip()]
+            test_ids = read_uamt_lists(root)[1]
         parts = la_split(items, seed=seed, test_subjects=test_ids)
 
     site_tag = f"_{str(held_out_site).replace('/', '-')}" if split == "loso" else ""

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .readers import volume_header
+from .readers import check_label_values, load_volume, parse_check, resolve_inside, volume_header
 
-__all__ = ["la_datalist", "la_split", "la_layout", "LA_EXPECTED"]
+__all__ = ["la_datalist", "la_split", "la_layout", "LA_EXPECTED", "LA_LABELS", "read_uamt_lists"]
+
+#: label values of the LA tasks: 0 background, 1 left atrium cavity.
+LA_LABELS = (0, 1)
 
 LA_EXPECTED = (
     "either the UA-MT layout <root>/train.list, <root>/test.list and <root>/<ID>/mri_norm2.h5 (datasets 'image', "
@@ -37,7 +40,37 @@ def _read_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def _check_pair(image: str, label: str, image_ds: str = "image", label_ds: str = "image") -> None:
+def _refuse_duplicates(ids: list[str], source: str) -> None:
+    """An ID listed twice would be trained on (or scored) twice: refuse it, naming the ID and the list."""
+    seen: set[str] = set()
+    for sid in ids:
+        if sid in seen:
+            raise ValueError(f"Subject {sid!r} is listed twice in {source}; expected each subject once.")
+        seen.add(sid)
+
+
+def read_uamt_lists(root: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """The IDs of ``train.list`` and ``test.list``, each once, none in both.
+
+    Raises:
+        FileNotFoundError: a list is missing.
+        ValueError: an ID listed twice, or in both lists (test subjects would leak into training).
+    """
+    root = Path(root)
+    train, test = _read_list(root / "train.list"), _read_list(root / "test.list")
+    _refuse_duplicates(train, f"{root / 'train.list'}")
+    _refuse_duplicates(test, f"{root / 'test.list'}")
+    both = sorted(set(train) & set(test))
+    if both:
+        raise ValueError(f"Subject(s) {', '.join(both)} listed in both train.list and test.list under {root}; a test "
+                         f"subject must not be trained on.")
+    return train, test
+
+
+def _check_pair(image: str, label: str, image_ds: str = "image", label_ds: str = "image",
+                mode: str | None = "header") -> None:
+    if mode is None:
+        return
     (s1, a1), (s2, a2) = volume_header(image, image_ds), volume_header(label, label_ds)
     where = image if image == label else f"{image} / {label}"
     if tuple(s1) != tuple(s2):
@@ -45,9 +78,12 @@ def _check_pair(image: str, label: str, image_ds: str = "image", label_ds: str =
     if not np.allclose(a1, a2, rtol=1e-4, atol=1e-3):
         raise ValueError(f"Affine mismatch in {where}: image {np.round(a1, 4).tolist()} vs label "
                          f"{np.round(a2, 4).tolist()}; expected the same grid.")
+    if mode == "full":
+        load_volume(image, image_ds)
+        check_label_values(load_volume(label, label_ds)[0], LA_LABELS, label if image != label else f"{label}:label")
 
 
-def la_datalist(root: str | os.PathLike, check: bool = True) -> list[dict]:
+def la_datalist(root: str | os.PathLike, check: bool | str = True) -> list[dict]:
     """All labelled subjects of an LA data set as MONAI datalist items.
 
     UA-MT: subjects of ``train.list`` then ``test.list``; ``image`` and ``label`` are the same h5 path (read the
@@ -55,43 +91,52 @@ def la_datalist(root: str | os.PathLike, check: bool = True) -> list[dict]:
 
     Args:
         root: dataset root.
-        check: read the headers and check image / label shapes (and affines for NIfTI).
+        check: ``True`` / ``"header"``: read the headers and check image / label shapes (and affines for NIfTI);
+            ``"full"``: also read every voxel (finds truncated files) and check the label values against
+            ``LA_LABELS``; ``False``: no check.
 
     Returns:
         ``[{"image": path, "label": path, "subject": id, "site": "utah" | "decathlon"}, ...]``.
 
     Raises:
         FileNotFoundError: a listed file is missing.
-        ValueError: a layout matching neither format, an empty data set, an unreadable volume or a mismatch.
+        ValueError: a layout matching neither format, an empty data set, an unreadable volume, a mismatch, a subject
+            listed twice or in both lists, a list entry outside ``root``, or (``check="full"``) a bad label value.
 
     Example:
         >>> items = la_datalist("/data/2018LA_Seg_Training Set")  # doctest: +SKIP
     """
     root = Path(root)
+    mode = parse_check(check)
     layout = la_layout(root) if root.is_dir() else None
     if layout is None:
         raise ValueError(f"{root} matches no LA layout; expected {LA_EXPECTED}.")
     items = []
     if layout == "uamt":
-        for sid in _read_list(root / "train.list") + _read_list(root / "test.list"):
-            path = root / sid / "mri_norm2.h5"
+        train, test = read_uamt_lists(root)
+        for sid, source in [(s, root / "train.list") for s in train] + [(s, root / "test.list") for s in test]:
+            path = resolve_inside(root, sid, source) / "mri_norm2.h5"
             if not path.is_file():
-                raise FileNotFoundError(f"Missing file {path}: listed in {root}/train.list or test.list.")
-            if check:
-                _check_pair(str(path), str(path), "image", "label")
+                raise FileNotFoundError(f"Missing file {path}: listed in {source}.")
+            _check_pair(str(path), str(path), "image", "label", mode)
             items.append({"image": str(path), "label": str(path), "subject": sid, "site": "utah"})
     else:
         try:
             entries = json.loads((root / "dataset.json").read_text())["training"]
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"Cannot read the 'training' list of {root / 'dataset.json'} ({e}).") from e
+        source = root / "dataset.json"
+        bad = next((e for e in entries if not isinstance(e, dict) or not {"image", "label"} <= set(e)), None)
+        if bad is not None:
+            raise ValueError(f"Entry {bad!r} of the 'training' list of {source} is not an object with 'image' and "
+                             f"'label'.")
+        _refuse_duplicates([Path(str(e.get("image", ""))).name.split(".")[0] for e in entries], str(source))
         for e in entries:
-            image, label = (root / str(e[k]).removeprefix("./") for k in ("image", "label"))
+            image, label = (resolve_inside(root, str(e[k]), source) for k in ("image", "label"))
             for p in (image, label):
                 if not p.is_file():
-                    raise FileNotFoundError(f"Missing file {p}: listed in {root / 'dataset.json'}.")
-            if check:
-                _check_pair(str(image), str(label))
+                    raise FileNotFoundError(f"Missing file {p}: listed in {source}.")
+            _check_pair(str(image), str(label), mode=mode)
             items.append({"image": str(image), "label": str(label), "subject": image.name.split(".")[0],
                           "site": "decathlon"})
     if not items:

@@ -15,7 +15,16 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
 
 h5py, _has_h5py = optional_import("h5py")
 
-__all__ = ["LAH5Reader", "volume_header", "load_volume", "H5_SUFFIXES", "NIFTI_SUFFIXES"]
+__all__ = [
+    "LAH5Reader",
+    "volume_header",
+    "load_volume",
+    "check_label_values",
+    "resolve_inside",
+    "parse_check",
+    "H5_SUFFIXES",
+    "NIFTI_SUFFIXES",
+]
 
 H5_SUFFIXES = ("h5", "hdf5")
 NIFTI_SUFFIXES = ("nii", "nii.gz")
@@ -133,4 +142,69 @@ def load_volume(path: str | os.PathLike, dataset: str = "image") -> tuple[np.nda
     import nibabel as nib
 
     img = nib.load(str(p))
-    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as e:  # a truncated gzip (EOFError), a short file (OSError / ValueError): name the file
+        raise ValueError(f"Cannot read {p} as a NIfTI volume ({type(e).__name__}: {e}); truncated or corrupt?") from e
+    return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def check_label_values(label, allowed: Sequence[int], where: str) -> None:
+    """Raise unless every value of ``label`` is one of ``allowed`` (one ``unique`` over the volume).
+
+    A float label such as {0, 0.5} or a stray 7 would otherwise train silently (0.5 read as background by Dice / CE)
+    or fail deep inside a loss with "index 7 is out of bounds", naming no file.
+
+    Args:
+        label: a numpy array or torch tensor of label values.
+        allowed: the task's label set, e.g. ``(0, 1)`` for LA, ``(0, 1, 2)`` for WMH.
+        where: the file (or subject) named in the error.
+
+    Raises:
+        ValueError: a value outside ``allowed`` (non-integer, NaN or another class), naming ``where`` and the values.
+    """
+    import torch
+
+    if isinstance(label, torch.Tensor):
+        found = torch.unique(label.detach().cpu().as_subclass(torch.Tensor)).double().numpy()
+    else:
+        found = np.unique(np.asarray(label)).astype(np.float64)
+    bad = found[~np.isin(found, np.asarray(allowed, dtype=np.float64))]
+    if bad.size:
+        shown = ", ".join(f"{v:g}" for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+        expected = "{" + ", ".join(str(int(v)) for v in allowed) + "}"
+        raise ValueError(f"{where}: label values {shown} outside the task's label set {expected}; expected integer "
+                         f"class labels (a float or resampled label must be rounded first).")
+
+
+def resolve_inside(root: str | os.PathLike, entry: str, source: str | os.PathLike) -> Path:
+    """``root / entry``, refusing an entry that leaves ``root`` (``../../x``, an absolute path).
+
+    The check is lexical (``normpath``): a symlinked subject folder pointing elsewhere stays allowed, as real data
+    sets are often assembled from links; only the list itself must not name paths outside the root.
+
+    Raises:
+        ValueError: the entry resolves outside ``root``, naming the entry and ``source`` (the list that holds it).
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.join(base, str(entry)))
+    if os.path.commonpath([base, full]) != base:
+        raise ValueError(f"Entry {entry!r} of {source} resolves to {full}, outside the data root {base}; list "
+                         f"entries must be paths inside the root.")
+    return Path(full)
+
+
+def parse_check(check: bool | str) -> str | None:
+    """``check`` of the datalists: False -> None, True / ``"header"`` -> ``"header"``, ``"full"`` -> ``"full"``.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if check is False or check is None:
+        return None
+    if check is True or check == "header":
+        return "header"
+    if check == "full":
+        return "full"
+    raise ValueError(f"check must be True / 'header' (read headers), 'full' (read every voxel) or False, got "
+                     f"{check!r}.")

@@ -11,15 +11,18 @@ in-plane rotations for training. Geometry stays in the ``MetaTensor`` meta (affi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
+from monai.config import KeysCollection
+from monai.data.utils import is_supported_format
 from monai.transforms import (
     CenterSpatialCropd,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     RandCropByLabelClassesd,
     RandFlipd,
@@ -27,10 +30,21 @@ from monai.transforms import (
     RandSpatialCropd,
     SpatialPadd,
 )
+from monai.utils import ensure_tuple
 
-from .readers import LAH5Reader
+from .la import LA_LABELS
+from .readers import NIFTI_SUFFIXES, LAH5Reader, check_label_values, load_volume
+from .wmh import WMH_LABELS
 
-__all__ = ["wmh_transforms", "la_transforms", "roi_size_for_scale", "WMH_PATCH_SIZE", "LA_CROP_SIZE"]
+__all__ = [
+    "wmh_transforms",
+    "la_transforms",
+    "roi_size_for_scale",
+    "CheckLabelValuesd",
+    "LoadVolumed",
+    "WMH_PATCH_SIZE",
+    "LA_CROP_SIZE",
+]
 
 WMH_PATCH_SIZE = (64, 64, 64)
 LA_CROP_SIZE = (144, 144, 80)
@@ -56,6 +70,68 @@ def roi_size_for_scale(task: str, scale: float = 1.0, divisor: int = 16) -> tupl
     return tuple(max(divisor, int(round(s * scale / divisor)) * divisor) for s in base)  # type: ignore[return-value]
 
 
+def _source(value, key: Hashable) -> str:
+    """The file a loaded ``MetaTensor`` came from, else the dict key (for messages)."""
+    meta = getattr(value, "meta", None) or {}
+    name = meta.get("filename_or_obj")
+    return f"{name} (key '{key}')" if name else f"key '{key}'"
+
+
+class CheckLabelValuesd(MapTransform):
+    """Refuse a label whose values are not the task's label set; one ``unique`` per volume, right after loading.
+
+    Without it a float label {0, 0.5} trains silently (0.5 read as background by Dice / CE) and a stray 7 fails
+    later inside a loss with "index 7 is out of bounds", naming no file.
+
+    Args:
+        keys: the label key(s).
+        allowed_values: the task's label values (LA ``(0, 1)``, WMH ``(0, 1, 2)``).
+        allow_missing_keys: do not raise when a key is absent.
+
+    Raises:
+        ValueError: (when called) a value outside ``allowed_values``, naming the file and the values.
+
+    Example:
+        >>> import torch
+        >>> CheckLabelValuesd("label", (0, 1))({"label": torch.tensor([[0.0, 1.0]])})["label"].tolist()
+        [[0.0, 1.0]]
+    """
+
+    def __init__(self, keys: KeysCollection, allowed_values: Sequence[int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.allowed_values = tuple(int(v) for v in allowed_values)
+        if not self.allowed_values:
+            raise ValueError("allowed_values must name at least one label value, got an empty sequence.")
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            check_label_values(d[key], self.allowed_values, _source(d[key], key))
+        return d
+
+
+class LoadVolumed(LoadImaged):
+    """``LoadImaged`` whose errors name the file that failed.
+
+    A truncated ``T1.nii.gz`` passes the header check and fails inside nibabel with a bare ``EOFError``; MONAI then
+    reports "applying transform LoadImaged", naming no file. On failure this finds the culprit (one of the key's
+    files) and raises ``ValueError`` naming it; readers whose errors already name the file (``LAH5Reader``) pass
+    through unchanged. Same arguments as ``LoadImaged``.
+    """
+
+    def __call__(self, data, reader=None):
+        try:
+            return super().__call__(data, reader)
+        except Exception as e:
+            names = [str(n) for key in self.key_iterator(dict(data)) for n in ensure_tuple(data[key])]
+            if any(n in str(e) for n in names):
+                raise
+            for name in names:
+                if is_supported_format(name, NIFTI_SUFFIXES):
+                    load_volume(name)  # raises a ValueError naming the file if this one is the bad one
+            raise ValueError(f"Cannot load {', '.join(names)} ({type(e).__name__}: {e}).") from e
+
+
 def _check(mode: str, size: Sequence[int], name: str) -> tuple[int, ...]:
     if mode not in _MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {_MODES}.")
@@ -78,7 +154,7 @@ def wmh_transforms(
 
     Returns:
         A ``Compose`` producing ``image`` float32 ``(2, *spatial)`` and ``label`` float32 ``(1, *spatial)`` in
-        {0, 1, 2}.
+        {0, 1, 2}; a label with any other value raises ``ValueError`` naming the file at load time.
 
     Example:
         >>> t = wmh_transforms("eval")
@@ -88,8 +164,10 @@ def wmh_transforms(
     if not 0.0 <= pos_prob <= 1.0 or int(num_samples) < 1:
         raise ValueError(f"pos_prob must be in [0, 1] and num_samples >= 1, got {pos_prob}, {num_samples}.")
     keys = ["image"] if mode == "infer" else ["image", "label"]
-    xs = [
-        LoadImaged(keys=keys, image_only=True),
+    xs = [LoadVolumed(keys=keys, image_only=True)]
+    if mode != "infer":
+        xs.append(CheckLabelValuesd("label", WMH_LABELS))
+    xs += [
         EnsureChannelFirstd(keys=keys),
         NormalizeIntensityd(keys="image", channel_wise=True),
         EnsureTyped(keys=keys, dtype=torch.float32, track_meta=True),
@@ -115,7 +193,7 @@ def la_transforms(mode: str = "train", crop_size: Sequence[int] = LA_CROP_SIZE) 
 
     Returns:
         A ``Compose`` producing ``image`` float32 ``(1, *crop_size)`` and ``label`` float32 ``(1, *crop_size)``
-        in {0, 1}.
+        in {0, 1}; a label with any other value raises ``ValueError`` naming the file at load time.
 
     Example:
         >>> t = la_transforms("eval", crop_size=(48, 48, 32))
@@ -124,9 +202,10 @@ def la_transforms(mode: str = "train", crop_size: Sequence[int] = LA_CROP_SIZE) 
     keys = ["image"] if mode == "infer" else ["image", "label"]
     # h5: image and label are two datasets of the same file, so each key gets its own reader; NIfTI falls through
     # to MONAI's default readers.
-    xs = [LoadImaged(keys="image", reader=LAH5Reader("image"), image_only=True)]
+    xs = [LoadVolumed(keys="image", reader=LAH5Reader("image"), image_only=True)]
     if mode != "infer":
-        xs.append(LoadImaged(keys="label", reader=LAH5Reader("label"), image_only=True))
+        xs += [LoadVolumed(keys="label", reader=LAH5Reader("label"), image_only=True),
+               CheckLabelValuesd("label", LA_LABELS)]
     xs += [
         EnsureChannelFirstd(keys=keys),
         NormalizeIntensityd(keys="image"),

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .readers import volume_header
+from .readers import check_label_values, load_volume, parse_check, volume_header
 
-__all__ = ["wmh_datalist", "wmh_split", "is_wmh_layout", "WMH_EXPECTED"]
+__all__ = ["wmh_datalist", "wmh_split", "is_wmh_layout", "WMH_EXPECTED", "WMH_LABELS"]
+
+#: label values of the WMH challenge: 0 background, 1 WMH, 2 other pathology (ignored).
+WMH_LABELS = (0, 1, 2)
 
 WMH_EXPECTED = "<root>/<site>/<id>/pre/FLAIR.nii.gz, <root>/<site>/<id>/pre/T1.nii.gz and <root>/<site>/<id>/wmh.nii.gz"
 
@@ -37,7 +40,7 @@ def _check_same_grid(paths: list[Path], headers: list[tuple]) -> None:
             )
 
 
-def wmh_datalist(root: str | os.PathLike, check: bool = True) -> list[dict]:
+def wmh_datalist(root: str | os.PathLike, check: bool | str = True) -> list[dict]:
     """All subjects of a WMH challenge tree as MONAI datalist items.
 
     Each ``<id>/pre`` folder found under ``root`` (``<root>/<site>/<id>``, or deeper such as
@@ -45,22 +48,33 @@ def wmh_datalist(root: str | os.PathLike, check: bool = True) -> list[dict]:
 
     Args:
         root: dataset root.
-        check: read the headers and check that FLAIR, T1 and labels share shape and affine.
+        check: ``True`` / ``"header"``: read the headers and check that FLAIR, T1 and labels share shape and affine;
+            ``"full"``: also read every voxel (finds truncated files) and check the label values against
+            ``WMH_LABELS``; ``False``: no check.
 
     Returns:
         ``[{"image": [FLAIR, T1], "label": wmh, "subject": id, "site": site}, ...]`` sorted by site then id;
         ``image`` lists two paths so ``LoadImaged`` stacks them as channels ``[FLAIR, T1]``.
 
     Raises:
-        FileNotFoundError: ``root`` or a subject's FLAIR / T1 / wmh file is missing.
-        ValueError: no subject found, an unreadable volume, or a shape / affine mismatch.
+        FileNotFoundError: ``root``, a subject's ``pre/`` folder (a folder holding ``wmh.nii.gz``) or its
+            FLAIR / T1 / wmh file is missing.
+        ValueError: no subject found, an unreadable volume, a shape / affine mismatch, a bad ``check`` or (with
+            ``check="full"``) a label value outside ``WMH_LABELS``.
 
     Example:
         >>> items = wmh_datalist("/data/wmh/training")  # doctest: +SKIP
     """
     root = Path(root)
+    mode = parse_check(check)
     if not root.is_dir():
         raise FileNotFoundError(f"WMH dataset root {root} does not exist; expected {WMH_EXPECTED}.")
+    # A subject is found through its pre/ folder; one whose pre/ is gone entirely would vanish from the data set
+    # without a word (6 subjects become 5), so a label without its pre/ folder is an error naming the subject.
+    for label in sorted(root.rglob("wmh.nii.gz")):
+        if not (label.parent / "pre").is_dir():
+            raise FileNotFoundError(f"WMH subject {label.parent.relative_to(root).as_posix()} under {root} has "
+                                    f"{label.name} but no pre/ folder; each subject needs {WMH_EXPECTED}.")
     items = []
     for pre in sorted(p for p in root.rglob("pre") if p.is_dir()):
         subj = pre.parent
@@ -68,8 +82,11 @@ def wmh_datalist(root: str | os.PathLike, check: bool = True) -> list[dict]:
         for p in paths:
             if not p.is_file():
                 raise FileNotFoundError(f"Missing file {p}: each WMH subject needs {WMH_EXPECTED}.")
-        if check:
+        if mode:
             _check_same_grid(paths, [volume_header(p) for p in paths])
+        if mode == "full":
+            volumes = [load_volume(p)[0] for p in paths]
+            check_label_values(volumes[-1], WMH_LABELS, str(paths[-1]))
         site = subj.parent.relative_to(root).as_posix()
         items.append({"image": [str(paths[0]), str(paths[1])], "label": str(paths[2]), "subject": subj.name,
                       "site": site if site != "." else "unknown"})

@@ -158,18 +158,51 @@ def read_metrics(eval_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
 
 
 def add_set_argument(parser: Any, applies_to: str = "every run") -> None:
-    """Add the repeatable ``--set KEY=VALUE`` bundle-override option that :func:`parse_set` reads."""
+    """Add the repeatable ``--set KEY=VALUE`` bundle-override option that :func:`parse_set` reads, and
+    ``--allow-expressions``."""
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"extra bundle override for {applies_to}, VALUE parsed as JSON when possible (repeatable)",
+        help=f"extra bundle override for {applies_to}, VALUE parsed as JSON when possible (repeatable); values that "
+        "MONAI's config parser would evaluate ('$...' Python, '@' references, '%%' macros) need --allow-expressions",
+    )
+    parser.add_argument(
+        "--allow-expressions",
+        action="store_true",
+        help="let --set values start with '$' (run as Python by MONAI's config parser), '@' or '%%'",
     )
 
 
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``["k=v", ...]`` -> overrides, values parsed as JSON when possible."""
+#: first characters MONAI's ``ConfigParser`` treats specially in a string value: ``$`` is evaluated as Python,
+#: ``@`` references another key, ``%`` imports a macro (possibly from another file).
+EXPRESSION_PREFIXES = ("$", "@", "%")
+
+
+def _expressions(value: Any) -> list[str]:
+    """The strings in ``value`` (nested in JSON lists / objects too) that MONAI would evaluate or resolve."""
+    if isinstance(value, str):
+        return [value] if value.lstrip().startswith(EXPRESSION_PREFIXES) else []
+    if isinstance(value, dict):
+        return [e for v in value.values() for e in _expressions(v)]
+    if isinstance(value, list):
+        return [e for v in value for e in _expressions(v)]
+    return []
+
+
+def parse_set(items: Sequence[str], allow_expressions: bool = False) -> dict[str, Any]:
+    """``["k=v", ...]`` -> overrides, values parsed as JSON when possible.
+
+    Args:
+        items: ``KEY=VALUE`` strings.
+        allow_expressions: accept values MONAI's config parser would evaluate or resolve (``$`` Python code, ``@``
+            references, ``%`` macros). Off by default: the runner hides MONAI's warning about evaluating config
+            expressions (its own configs need it), so a ``--set`` value must not execute code unseen.
+
+    Raises:
+        SystemExit: an item without ``=``, or an expression value without ``allow_expressions`` (the CLI's error).
+    """
     extra: dict[str, Any] = {}
     for kv in items:
         if "=" not in kv:
@@ -179,6 +212,12 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
             extra[k] = json.loads(v)
         except json.JSONDecodeError:
             extra[k] = v
+        found = _expressions(extra[k])
+        if found and not allow_expressions:
+            raise SystemExit(
+                f"--set {k}: value {found[0]!r} would be evaluated by MONAI's config parser ('$' runs Python, '@' and "
+                f"'%' resolve references); pass --allow-expressions to allow it."
+            )
     return extra
 
 

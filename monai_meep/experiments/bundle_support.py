@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "as_bool",
     "attach_handlers",
     "calibration_methods",
     "calibrator_file",
@@ -49,6 +50,32 @@ def check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
     if not isinstance(value, str) or value.lower() not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid values are {', '.join(valid)}.")
     return value.lower()
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A bundle flag as a bool, read the way a user means it on the command line.
+
+    ``python -m monai.bundle run ... --progress false`` passes the *string* ``'false'``, which Python reads as true;
+    here ``"false"`` / ``"no"`` / ``"off"`` / ``"0"`` are False and ``"true"`` / ``"yes"`` / ``"on"`` / ``"1"`` True
+    (any case), as are bools and the ints 0 / 1.
+
+    Raises:
+        ValueError: any other value, naming ``name``.
+
+    Example:
+        >>> as_bool("false", "progress"), as_bool(True)
+        (False, True)
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be a boolean (true / false), got {value!r}.")
 
 
 def num_res_units(backbone: str) -> int:
@@ -225,7 +252,14 @@ def check_checkpoint(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"checkpoint {path!r} cannot be read ({type(e).__name__}: {e}).") from e
+        # torch's own message suggests retrying with weights_only=False, i.e. unpickling (running) whatever the file
+        # holds: wrong advice for a corrupt or foreign file, so it is not repeated here
+        first = str(e).splitlines()[0] if str(e) else ""
+        why = f"{type(e).__name__}" + ("" if "weights_only" in str(e) or not first else f": {first}")
+        raise ValueError(
+            f"checkpoint {path!r} cannot be read as a weights-only PyTorch checkpoint ({why}); it is corrupt, "
+            f"truncated or not a state dict saved by this package. Retrain, or point ckpt_path to a good file."
+        ) from e
     state = obj.get(key, obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path!r} holds no state dict under {key!r}.")

@@ -307,6 +307,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> int:
-    extra = parse_set(args.set)
+    extra = parse_set(args.set, args.allow_expressions)
     run_compare(task=args.task, out=args.out, budget=args.budget, dataset_dir=args.dataset_dir, extra=extra)
     return 0

@@ -194,7 +194,7 @@ def _main(args: argparse.Namespace) -> int:
         out=out,
         backbone=args.backbone,
         seeds=args.seeds,
-        extra=parse_set(args.set),
+        extra=parse_set(args.set, args.allow_expressions),
         rows=tuple(args.rows),
     )
     print((Path(out) / "convergence.md").read_text())

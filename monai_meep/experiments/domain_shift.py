@@ -187,7 +187,7 @@ def _main(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         budget=args.budget,
         dataset_dir=args.dataset_dir,
-        extra=parse_set(args.set),
+        extra=parse_set(args.set, args.allow_expressions),
         progress=not args.no_progress,
     )
     if args.export:

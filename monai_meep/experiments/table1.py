@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from monai_meep.experiments.bundle_runner import add_set_argument, file_logging_conf, parse_set, run_bundle
 from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
 from monai_meep.experiments.table_format import export_results, write_outputs
@@ -242,15 +244,38 @@ def _invalidate(unit: Unit) -> bool:
     return True
 
 
+#: seconds a runner waits for another one's settings check on the same ``--out`` (it takes milliseconds).
+EXPERIMENT_LOCK_TIMEOUT_S = 60.0
+
+
 def _check_experiment(out: Path, spec: dict[str, Any]) -> None:
-    """Record the experiment's settings in ``out``; refuse an ``out`` that holds a different experiment."""
+    """Record the experiment's settings in ``out``; refuse an ``out`` that holds a different experiment.
+
+    The read and the write happen under one inter-process lock (``out/.lock_experiment``, the same ``flock`` kind
+    as the units' locks): without it two runners started together with different settings both read "no
+    experiment.json", both wrote theirs and both ran, so the manifest could name settings a unit was not trained with.
+
+    Raises:
+        ValueError: ``out`` holds another experiment.
+        TimeoutError: another runner held the lock for ``EXPERIMENT_LOCK_TIMEOUT_S`` seconds.
+    """
     path = out / "experiment.json"
-    old = read_json(path)
-    if old is None:
-        atomic_write_json(path, spec)
-    elif old != json.loads(json.dumps(spec, default=str)):
-        diff = {k: (old.get(k), spec.get(k)) for k in set(old) | set(spec) if old.get(k) != spec.get(k)}
-        raise ValueError(f"{out} holds another experiment (setting: (there, requested) = {diff}); use another --out.")
+    lock = FileLock(str(out / ".lock_experiment"), timeout=EXPERIMENT_LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout as e:
+        raise TimeoutError(f"another runner on {out} held {lock.lock_file} for {EXPERIMENT_LOCK_TIMEOUT_S:g} s.") from e
+    try:
+        old = read_json(path)
+        if old is None:
+            atomic_write_json(path, spec)
+        elif old != json.loads(json.dumps(spec, default=str)):
+            diff = {k: (old.get(k), spec.get(k)) for k in set(old) | set(spec) if old.get(k) != spec.get(k)}
+            raise ValueError(
+                f"{out} holds another experiment (setting: (there, requested) = {diff}); use another --out."
+            )
+    finally:
+        lock.release()
 
 
 def run_table1(
@@ -433,7 +458,7 @@ def _main(args: argparse.Namespace) -> int:
         budget=args.budget,
         dataset_dir=args.dataset_dir,
         time_limit=args.time_limit,
-        extra=parse_set(args.set),
+        extra=parse_set(args.set, args.allow_expressions),
         progress=not args.no_progress,
     )
     if args.export:

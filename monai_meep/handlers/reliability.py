@@ -20,7 +20,7 @@ from monai_meep.metrics import (
     calibration_error_from_histogram,
     reliability_curve_from_histogram,
 )
-from monai_meep.utils import atomic_open
+from monai_meep.utils import atomic_open, check_int
 from monai_meep.visualize.histogram import plot_probability_histogram
 from monai_meep.visualize.reliability import _has_agg, _has_mpl, plot_reliability_diagram, save_figure
 
@@ -119,6 +119,7 @@ class ReliabilityDiagramSaver:
         bad = [c for c in self.classes if not 0 <= c < int(num_classes)]
         if bad or not self.classes:
             raise ValueError(f"classes {list(self.classes)} must be non-empty and lie in [0, {int(num_classes) - 1}].")
+        num_bins, ece_bins = check_int(num_bins, "num_bins", 1), check_int(ece_bins, "ece_bins", 1)
         # sub-bins: a common multiple of both bin counts, at the histogram's resolution or finer
         sub = num_sub_bins or _lcm_multiple(int(num_bins), int(ece_bins), 6000)
         if sub % num_bins or sub % ece_bins:

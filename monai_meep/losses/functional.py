@@ -161,14 +161,27 @@ def _validate_values(
     if index:
         labels = target if ignore_index is None else torch.where(target == ignore_index, 0, target)
         bad = (labels < 0) | (labels > 1) if binary else (labels < 0) | (labels >= n_ch)
-        if labels.is_floating_point() and not binary:
-            bad = bad | (labels != torch.round(labels))
+        if labels.is_floating_point():
+            # NaN compares False with every bound: refuse it explicitly (a NaN index label is not an integer either)
+            bad = bad | torch.isnan(labels) if binary else bad | (labels != torch.round(labels))
         checks.append(bad.any())
+    elif target is not None:
+        checks.append(_bad_one_hot(target, activation, ignore_index).any())
     flags = torch.stack(checks).tolist()
     if flags[0]:
         n_bad = int((~torch.isfinite(logits)).sum())
         raise ValueError(
             f"logits contain {n_bad} non-finite value(s) (NaN or inf) in a tensor of shape {tuple(logits.shape)}."
+        )
+    if not index and target is not None and flags[1]:
+        values = torch.unique(target).tolist()
+        rule = ("one 1 per voxel, 0 elsewhere" if activation == "softmax" else "values in [0, 1]")
+        ignore = "" if ignore_index is None else f" (voxels ignored by ignore_index={ignore_index} excepted)"
+        raise ValueError(
+            f"one-hot target of shape {tuple(target.shape)} must hold {rule}{ignore} for {activation} logits of "
+            f"shape {tuple(logits.shape)}, got values {values[:20]}{' ...' if len(values) > 20 else ''}; an "
+            f"all-zero, NaN or non-0/1 voxel would be read as class 0 (argmax) or as background. For unlabelled "
+            f"(all-zero) voxels pass a sentinel ignore_index (e.g. -1), MONAI's convention for skipping them."
         )
     if index and flags[1]:
         values = torch.unique(target).tolist()
@@ -178,6 +191,23 @@ def _validate_values(
             f"target must hold {expected}{ignore} for {activation} logits of shape {tuple(logits.shape)}, "
             f"got values {values[:20]}{' ...' if len(values) > 20 else ''}."
         )
+
+
+def _bad_one_hot(target: torch.Tensor, activation: str, ignore_index: int | None) -> torch.Tensor:
+    """Boolean map of the voxels of a ``(B, C, *)`` target that is not a valid one-hot (softmax) / multi-hot
+    (sigmoid) encoding; ignored voxels (``_valid_mask``) never count.
+
+    Softmax: every value 0 or 1 and exactly one 1 per voxel (an all-zero voxel would be read as class 0 by argmax,
+    a 2 as another class). Sigmoid: every value a finite probability in [0, 1] (soft labels allowed).
+    """
+    t = target if target.is_floating_point() else target.to(torch.float32)
+    if activation == "softmax":
+        binary = (t == 0) | (t == 1)  # NaN fails both
+        bad = ~binary.all(dim=1, keepdim=True) | (t.sum(dim=1, keepdim=True) != 1)
+    else:
+        bad = ~((t >= 0) & (t <= 1)).all(dim=1, keepdim=True)  # NaN fails both bounds
+    valid = _valid_mask(target, target.shape[1], ignore_index)
+    return bad if valid is None else bad & valid
 
 
 def _errors_and_scored(

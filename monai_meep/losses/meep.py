@@ -98,6 +98,13 @@ def _check_torch_ce_target(loss: Callable, input: torch.Tensor, target: torch.Te
         )
 
 
+def _check_batch(input: torch.Tensor) -> None:
+    """Refuse a batch of size 0: the wrapped loss's mean over nothing is NaN (MONAI's ``DiceLoss``), which would
+    reach the optimiser silently; the regulariser alone would be a well-defined 0."""
+    if isinstance(input, torch.Tensor) and input.ndim >= 1 and input.shape[0] == 0:
+        raise ValueError(f"input has batch size 0 (shape {tuple(input.shape)}); expected at least one image.")
+
+
 class MEEPLoss(_Loss):
     """Maximum Entropy on Erroneous Predictions (Larrazabal et al., MICCAI 2023) around a segmentation loss.
 
@@ -184,6 +191,7 @@ class MEEPLoss(_Loss):
         Returns:
             ``loss(input, target) + weight * KL_W`` or ``loss(input, target) - weight * H_W``.
         """
+        _check_batch(input)
         _check_torch_ce_target(self.loss, input, target)
         # regulariser first: its shape / value checks give clearer messages than a failure inside the wrapped loss
         total, count = regulariser_sum_count(
@@ -256,6 +264,7 @@ class ConfidencePenaltyLoss(_Loss):
         Returns:
             ``loss(input, target) - weight * mean entropy``.
         """
+        _check_batch(input)
         _check_torch_ce_target(self.loss, input, target)
         # the penalty reads no labels: the target's shape is checked, its values are the wrapped loss's business
         # (so ignored labels such as WMH label 2 pass), and every voxel is averaged

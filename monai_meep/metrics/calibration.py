@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from monai_meep.utils import check_int
+
 from .histogram import DEFAULT_NUM_SUB_BINS, CalibrationHistogram
 
 __all__ = [
@@ -53,8 +55,10 @@ def _histogram_for(
 
 
 def _sub_bins(num_bins: int, binning: str) -> int:
+    # checked here: num_bins=0 would otherwise surface as "num_sub_bins must be >= 1", an argument nobody passed
+    num_bins = check_int(num_bins, "num_bins", minimum=1)
     # uniform bins need no finer grid than the bins themselves; adaptive bins need the fine grid
-    return int(num_bins) if binning == "uniform" else DEFAULT_NUM_SUB_BINS
+    return num_bins if binning == "uniform" else DEFAULT_NUM_SUB_BINS
 
 
 def _rows(hist: CalibrationHistogram, mode: str, include_background: bool) -> slice:

@@ -10,6 +10,7 @@ one, so ``aggregate()`` can return the per-image reduction (the paper's mean (st
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,6 +129,8 @@ class _HistogramMetric(CumulativeIterationMetric):
             )
         if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape[0] != y_pred.shape[0]):
             raise ValueError(f"mask must be a (B, 1, *spatial) tensor, got {getattr(mask, 'shape', type(mask))}.")
+        if y_pred.shape[0] == 0:
+            return self._empty_rows(y_pred, y, num_classes)
         # every image is validated and scored before anything is merged, so a bad batch leaves no partial state
         hists = []
         for b in range(y_pred.shape[0]):
@@ -140,6 +143,25 @@ class _HistogramMetric(CumulativeIterationMetric):
         for h in hists:
             self.histogram.merge(h)
         return rows
+
+    def extend(self, *data: Any) -> None:
+        """MONAI's ``Cumulative.extend``, skipping an empty ``(0, K)`` table (MONAI's splits it into one bad row)."""
+        if all(isinstance(d, torch.Tensor) and d.ndim >= 1 and d.shape[0] == 0 for d in data):
+            return
+        super().extend(*data)
+
+    def _empty_rows(self, y_pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """A batch of size 0 scores no image: a ``(0, K)`` table, as MONAI's metrics return for an empty batch (the
+        pooled histogram stays as it was). ``y`` must be empty too."""
+        if not isinstance(y, torch.Tensor) or y.ndim != y_pred.ndim or y.shape[0] != 0:
+            raise ValueError(f"y_pred has batch size 0 but y has shape {tuple(getattr(y, 'shape', ()))}; expected an "
+                             f"empty batch of the same layout.")
+        with warnings.catch_warnings():  # K from scoring an empty histogram, whose NaN warning means nothing here
+            warnings.simplefilter("ignore")
+            k = self._score(self._new_histogram(num_classes)).numel()
+        if self.histogram is None:
+            self.histogram = self._new_histogram(num_classes)
+        return torch.empty((0, k), dtype=torch.float64, device=y_pred.device)
 
     def _compute_list(  # type: ignore[override]
         self, y_pred: Sequence[torch.Tensor], y: Sequence[torch.Tensor] | None = None, mask: Any = None, **kwargs: Any

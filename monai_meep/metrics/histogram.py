@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._histogram_common import Accumulator, ChunkRules, Workspace
+from ._histogram_common import Accumulator, ChunkRules, Workspace, sum_tolerance
 from ._histogram_numba import HAS_NUMBA, accumulate_numba
 from ._histogram_numpy import accumulate_numpy
 from ._histogram_torch import accumulate_torch
@@ -62,6 +62,33 @@ def _plain(x: Any) -> torch.Tensor:
     return x.as_tensor() if hasattr(x, "as_tensor") else x
 
 
+def _check_state(st: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a state no sequence of updates can produce (a corrupt or hand-edited checkpoint).
+
+    Negative counts gave ECE NaN and ``num_voxels`` -4096, positives above totals an ECE of 2.5.
+    """
+    for k in _INT_FIELDS:
+        if bool((st[k] < 0).any()):
+            raise ValueError(f"state[{k!r}] holds negative counts (min {int(st[k].min())}).")
+    for k in _FLOAT_FIELDS:
+        if not bool(torch.isfinite(st[k]).all()):
+            raise ValueError(f"state[{k!r}] holds NaN or inf.")
+        if bool((st[k] < 0).any()):
+            raise ValueError(f"state[{k!r}] holds negative sums (min {float(st[k].min()):.4g}).")
+    for part, whole in (("positives", "counts"), ("top_correct", "top_counts")):
+        if bool((st[part] > st[whole]).any()):
+            raise ValueError(f"state[{part!r}] exceeds state[{whole!r}] in some sub-bin; expected positives <= counts.")
+    # a probability sum over n voxels is at most n (slack for float64 rounding)
+    for s_key, n_key in (("prob_sums", "counts"), ("top_conf_sums", "top_counts")):
+        if bool((st[s_key] > st[n_key].double() * (1 + 1e-9) + 1e-9).any()):
+            raise ValueError(f"state[{s_key!r}] exceeds state[{n_key!r}]; a sum of probabilities over n voxels is "
+                             f"<= n.")
+    totals = st["counts"].sum(1)
+    if bool((totals != totals[0]).any()) or int(st["top_counts"].sum()) != int(totals[0]):
+        raise ValueError(f"state['counts'] rows sum to {totals.tolist()} and state['top_counts'] to "
+                         f"{int(st['top_counts'].sum())}; every voxel is counted once per class and once top-label.")
+
+
 class CalibrationHistogram:
     """Per-class sub-bin histogram of probabilities, labels and scores, accumulated exactly over any number of voxels.
 
@@ -87,7 +114,8 @@ class CalibrationHistogram:
         device: where the state lives. ``None``: follows the device of the first update (CPU until then).
         check_sum: check that multi-channel probabilities sum to 1 (within ``sum_tol``) at every voxel. Disable for
             per-class calibrated outputs that were not renormalised.
-        sum_tol: absolute tolerance of that check.
+        sum_tol: absolute tolerance of that check for float32 / float64 input; half-precision input gets at least
+            ``C * eps`` of its dtype (see ``sum_tolerance``), as rounding each stored probability moves the sum.
         chunk_size: voxels processed at once by the NumPy and torch paths (at most; fewer for many classes); bounds
             their workspace memory. The compiled CPU path needs no workspace: it streams the whole input in one pass
             (see Notes).
@@ -177,18 +205,46 @@ class CalibrationHistogram:
         return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> CalibrationHistogram:
-        """Restore a :meth:`state_dict`; raises ``ValueError`` if its class / sub-bin counts differ."""
-        if int(state["num_classes"]) != self.num_classes or int(state["num_sub_bins"]) != self.num_sub_bins:
+        """Restore a :meth:`state_dict`, checked whole before anything changes (a rejected state leaves this one as it
+        was).
+
+        Raises:
+            TypeError: ``state`` is not a mapping, ``num_classes`` / ``num_sub_bins`` are not ints, or a field is
+                not a tensor of the right kind (integer counts, floating sums).
+            ValueError: a missing key (named), other class / sub-bin counts, a wrong shape, or counts that no
+                update can produce: negative counts, positives above their counts, classes that saw different
+                voxel totals, NaN / inf or negative sums, probability sums above their counts.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}.")
+        missing = [k for k in ("num_classes", "num_sub_bins", *_INT_FIELDS, *_FLOAT_FIELDS) if k not in state]
+        if missing:
+            raise ValueError(f"state lacks the key(s) {missing}; expected the output of state_dict().")
+        for key in ("num_classes", "num_sub_bins"):
+            if isinstance(state[key], bool) or not isinstance(state[key], int):
+                raise TypeError(f"state[{key!r}] must be an int, got {state[key]!r} ({type(state[key]).__name__}).")
+        if state["num_classes"] != self.num_classes or state["num_sub_bins"] != self.num_sub_bins:
             raise ValueError(
                 f"state has num_classes={state['num_classes']}, num_sub_bins={state['num_sub_bins']}; this histogram "
                 f"has num_classes={self.num_classes}, num_sub_bins={self.num_sub_bins}."
             )
-        ref = self._zeros(self.device)
-        for k, z in ref.items():
-            v = torch.as_tensor(state[k])
+        new = {}
+        for k, z in self._zeros(self.device).items():
+            v = state[k]
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"state[{k!r}] must be a torch.Tensor, got {type(v).__name__}.")
             if v.shape != z.shape:
                 raise ValueError(f"state[{k!r}] has shape {tuple(v.shape)}, expected {tuple(z.shape)}.")
-            setattr(self, k, v.to(device=self.device, dtype=z.dtype).clone())
+            integer = k in _INT_FIELDS
+            ok = (not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool) if integer \
+                else v.is_floating_point()
+            if not ok:
+                kind = "an integer" if integer else "a floating"
+                raise TypeError(f"state[{k!r}] must be {kind} tensor ({z.dtype}), got {v.dtype}.")
+            new[k] = v.detach().to(device=self.device, dtype=z.dtype).clone()
+        _check_state(new)
+        for k, v in new.items():
+            setattr(self, k, v)
         return self
 
     def clone(self) -> CalibrationHistogram:
@@ -298,7 +354,8 @@ class CalibrationHistogram:
         dev = probs.device
         if self._follow_input and self.device != dev and int(self.num_voxels) == 0:
             self.to(dev)
-        rules = ChunkRules(onehot, ignore_index, self.sum_tol if self.check_sum else None)
+        tol = sum_tolerance(probs.dtype, probs.shape[1], self.sum_tol)  # bf16 / fp16 softmax output must pass
+        rules = ChunkRules(onehot, ignore_index, tol if self.check_sum else None)
         delta = self._zeros(dev)
         backend = _CPU_BACKEND if dev.type == "cpu" else "torch"
         if backend == "numba":

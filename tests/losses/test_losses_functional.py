@@ -114,7 +114,10 @@ def _make(shape, activation, form, ignore_index, seed):
     if form == "multilabel":
         return logits, (torch.rand(shape, generator=g) < 0.4).float()
     onehot = torch.nn.functional.one_hot(labels[:, 0], c).movedim(-1, 1).float()
-    onehot = torch.where(torch.rand(labels.shape, generator=g) < 0.2, 0.0, onehot)  # some unlabelled voxels
+    unlabelled = torch.rand(labels.shape, generator=g) < 0.2
+    if ignore_index is not None and not 0 <= ignore_index < c:
+        # some unlabelled (all-zero) voxels, which only a sentinel ignore_index skips; elsewhere they are refused
+        onehot = torch.where(unlabelled, 0.0, onehot)
     return logits, onehot
 
 
@@ -135,8 +138,8 @@ def test_matches_float64_numpy(case, kind):
 
 def test_onehot_ignore_follows_monai_rule():
     """A one-hot target with ignore_index drops the voxels MONAI's create_ignore_mask drops (channel or sentinel)."""
-    logits, target = _make((2, 3, 6, 5), "softmax", "onehot", None, 3)
     for ii in (1, 9, -1):
+        logits, target = _make((2, 3, 6, 5), "softmax", "onehot", ii, 3)
         keep = create_ignore_mask(target, ii).bool()
         as_index = torch.where(keep, target.argmax(1, keepdim=True), 99)
         for kind in ("entropy", "kl"):

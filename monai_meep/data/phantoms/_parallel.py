@@ -10,6 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
+from monai_meep.utils import check_int
+
 __all__ = ["PhantomGenerationError", "resolve_workers", "run_subjects", "MAX_DEFAULT_WORKERS", "MIN_PARALLEL_WORK"]
 
 #: cap of the default worker count: a full-size subject needs a few hundred MB, and beyond ~16 processes the
@@ -51,15 +53,21 @@ def resolve_workers(workers: int | None, num_subjects: int, scale: float = 1.0) 
     return max(1, min(int(workers), int(num_subjects)))
 
 
-def check_generation_args(num_subjects: int, scale: float, workers: int | None) -> tuple[int, float]:
+def check_generation_args(
+    num_subjects: int, scale: float, workers: int | None, seed: int | None = None
+) -> tuple[int, float]:
     """Validate the arguments every phantom generator shares, before anything is created on disk.
 
     Returns:
         ``(num_subjects, scale)`` as int and float.
 
     Raises:
-        ValueError: ``num_subjects`` < 1, ``scale`` outside (0, 2] or a bad ``workers`` (see :func:`resolve_workers`).
+        ValueError: ``num_subjects`` < 1, ``scale`` outside (0, 2], a negative ``seed`` (numpy's own message came
+            after the output folder was made) or a bad ``workers`` (see :func:`resolve_workers`).
+        TypeError: ``seed`` not an int.
     """
+    if seed is not None:
+        check_int(seed, "seed", minimum=0)
     n, s = int(num_subjects), float(scale)
     if n < 1:
         raise ValueError(f"num_subjects must be >= 1, got {num_subjects}.")

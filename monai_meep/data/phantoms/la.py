@@ -237,7 +237,7 @@ def generate_la_phantom(
     Example:
         >>> root = generate_la_phantom("/tmp/la", num_subjects=4, scale=0.25)  # doctest: +SKIP
     """
-    n, scale = check_generation_args(num_subjects, scale, workers)
+    n, scale = check_generation_args(num_subjects, scale, workers, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     job = functools.partial(_write_la_subject, out=out, seed=int(seed), scale=scale)

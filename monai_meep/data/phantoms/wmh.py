@@ -282,7 +282,7 @@ def generate_wmh_phantom(
     Example:
         >>> root = generate_wmh_phantom("/tmp/wmh", num_subjects=3, scale=0.25)  # doctest: +SKIP
     """
-    num_subjects, scale = check_generation_args(num_subjects, scale, workers)
+    num_subjects, scale = check_generation_args(num_subjects, scale, workers, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     job = functools.partial(_write_wmh_subject, out=out, seed=int(seed), scale=scale)

@@ -80,7 +80,10 @@ class Report:
 
 
 def _model_names(folders: Sequence[str | os.PathLike]) -> list[str]:
-    names = [Path(f).resolve().name or str(f) for f in folders]
+    """A model's name is its folder's name; where two collide, ``parent_name``; then a counter."""
+    paths = [Path(f).resolve() for f in folders]
+    names = [p.name or str(p) for p in paths]
+    names = [f"{p.parent.name}_{n}" if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
     return [n if names.count(n) == 1 else f"{n} ({i})" for i, n in enumerate(names)]
 
 

@@ -44,6 +44,9 @@ from .tables import ID_COLUMNS, cases_frame, summary_frame, summary_markdown
 __all__ = ["Report", "calibration_report", "load_report", "merge_reports", "write_report"]
 
 STATE_FILE, META_FILE = "histogram.pt", "report.json"
+# the paired-statistics columns report.html shows (paired.csv has them all)
+PAIRED_COLUMNS = ["model", "metric", "n_pairs", "mean_row", "mean_reference", "mean_difference", "ci_low", "ci_high",
+                  "wilcoxon_p", "verdict"]  # fmt: skip
 FORMAT_VERSION = 1
 
 
@@ -77,6 +80,21 @@ class Report:
     def histogram(self) -> CalibrationHistogram | None:
         """The reference model's pooled histogram."""
         return self.states[self.reference].histogram
+
+
+def _names(paths: str) -> str:
+    """File names only, for the HTML table (``;``-separated per-class files kept apart)."""
+    return ";".join(Path(p).name for p in str(paths).split(";")) if isinstance(paths, str) else paths
+
+
+def _folders(report: Report) -> list[str]:
+    """A line per model naming the folders its cases came from (the HTML's tables show file names only)."""
+    lines = []
+    for name, st in report.states.items():
+        preds = sorted({str(Path(r.pred.split(";")[0]).parent) for r in st.records if r.status == "ok"})
+        labels = sorted({str(Path(r.label).parent) for r in st.records if r.status == "ok" and r.label})
+        lines.append(f"{name}: predictions from {', '.join(preds) or '-'}; labels from {', '.join(labels) or '-'}.")
+    return lines
 
 
 def _model_names(folders: Sequence[str | os.PathLike]) -> list[str]:
@@ -218,10 +236,9 @@ def write_report(report: Report, out: str | os.PathLike, figures: bool = True, t
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).exists():
         raise FileExistsError(f"{out} exists and is not a report folder (no {META_FILE}); choose another --out.")
     ref = report.reference
-    title = title or ref
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_model(staging, report.states[ref], report.cases[ref], report.summary, title)
+        _write_model(staging, report.states[ref], report.cases[ref], report.summary, title or ref)
         tables = {"Summary": report.summary}
         hists = {n: s.histogram for n, s in report.states.items() if s.histogram is not None}
         if len(report.states) > 1:
@@ -235,14 +252,20 @@ def write_report(report: Report, out: str | os.PathLike, figures: bool = True, t
                 report.paired.to_csv(f, index=False, float_format="%.10g")
             with atomic_open(staging / "compare.md") as f:
                 f.write(compare_markdown(table, report.paired))
-            tables = {"Models side by side (mean over cases, pooled)": table, "Paired differences": report.paired}
+            shown = [c for c in PAIRED_COLUMNS if c in report.paired.columns]
+            tables = {
+                "Models side by side (mean over cases, pooled)": table,
+                f"Paired differences against {ref} (over the cases both scored)": report.paired[shown],
+            }
+            title = title or f"{ref} vs {', '.join(list(report.states)[1:])}"
         pngs = report_figures(hists, report.states[ref].convention) if figures and hists else {}
         for name, png in pngs.items():
             with atomic_open(staging / name, "wb") as f:
                 f.write(png)
+        title = title or ref
         cases = report.cases[ref]
-        ok = cases[cases["status"] == "ok"]
-        tables[f"Cases ({title})"] = ok.drop(columns=["status", "reason"])
+        ok = cases[cases["status"] == "ok"].drop(columns=["status", "reason"])
+        ok = ok.assign(pred=ok["pred"].map(_names), label=ok["label"].map(_names))  # the folders are in the notes
         skipped = pd.concat([c[c["status"] != "ok"].assign(model=n) for n, c in report.cases.items()])
         skipped = skipped[["model", "case", "pred", "label", "reason"]]
         st = report.states[ref]
@@ -252,9 +275,11 @@ def write_report(report: Report, out: str | os.PathLike, figures: bool = True, t
             "mean / std (ddof=1) / median over cases; pooled: every scored voxel of every case in one histogram "
             "(exact int64 counts and float64 sums). DSC / HD / HD95 on the arg-max prediction, per foreground "
             "class, HD in mm; an empty mask gives NaN (both empty) or inf (one empty).",
+            *_folders(report),
         ]
         with atomic_open(staging / "report.html") as f:
-            f.write(render_html(f"Calibration report: {title}", notes, tables, pngs, skipped))
+            page = render_html(f"Calibration report: {title}", notes, tables, pngs, skipped, {f"Cases ({ref})": ok})
+            f.write(page)
         _commit(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -29,12 +29,15 @@ def _higher_is_better(metric: str) -> bool:
 
 def side_by_side(summaries: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """A row per metric, a ``mean`` and a ``pooled`` column per model (from each model's summary table)."""
-    out = None
+    parts, order = [], []
     for name, s in summaries.items():
         part = s.set_index("metric")[["mean", "pooled"]]
         part.columns = [f"{name} {c}" for c in part.columns]
-        out = part if out is None else out.join(part, how="outer")
-    return out.reset_index() if out is not None else pd.DataFrame()
+        parts.append(part)
+        order += [m for m in part.index if m not in order]  # the reference's metric order first
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, axis=1).reindex(order).rename_axis("metric").reset_index()
 
 
 def paired_frame(cases: Mapping[str, pd.DataFrame], n_resamples: int = N_RESAMPLES) -> pd.DataFrame:

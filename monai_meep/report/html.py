@@ -37,6 +37,7 @@ def render_html(
     tables: Mapping[str, pd.DataFrame],
     figures: Mapping[str, bytes],
     skipped: pd.DataFrame | None = None,
+    after: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     """The page: a title, notes, the tables in order, the skipped cases and the figures.
 
@@ -46,6 +47,7 @@ def render_html(
         tables: ``{section heading: DataFrame}``.
         figures: ``{file name: PNG bytes}``, shown two per row in this order.
         skipped: ``case`` / ``file`` / ``reason`` of the cases not scored.
+        after: tables shown after the figures (the long per-case table).
 
     Returns:
         The HTML text.
@@ -69,5 +71,7 @@ def render_html(
                 f'<img alt="{html.escape(name)}" title="{html.escape(name)}" src="data:image/png;base64,{data}">'
             )
         parts.append("</div>")
+    for heading, df in (after or {}).items():
+        parts += [f"<h2>{html.escape(heading)}</h2>", _table(df)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

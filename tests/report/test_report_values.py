@@ -110,3 +110,19 @@ def test_boundary_region(tmp_path):
     assert all(m.any() and not m.all() for m in masks.values())
     _check(rep, cases, calibration_convention("meep", region="boundary", band_mm=2.0), masks)
     assert "within 2 mm" in rep.states[rep.reference].convention.describe()
+
+
+def test_ignore_index_is_not_scored(tmp_path):
+    """WMH-style label 2 ("other pathology") with a binary prediction: left out of the calibration metrics."""
+    cases = make_cases(8, 2, 2)
+    for _, y in cases.values():
+        y[0, :3] = 2
+    pred, lab, _ = write_layout(tmp_path, cases, "nifti")
+    with pytest.raises(Exception, match="outside the class set"):
+        calibration_report(pred, lab, **RUN)
+    rep = calibration_report(pred, lab, ignore_index=2, **RUN)
+    masks = {c: y != 2 for c, (_, y) in cases.items()}
+    df = _check(rep, cases, calibration_convention("meep"), masks)
+    for case, (p, y) in cases.items():
+        a, b = p.argmax(0) == 1, y == 1  # label 2 counts as background for DSC
+        assert df.loc[case, "DSC"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))

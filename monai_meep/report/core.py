@@ -173,12 +173,16 @@ class ReportState:
 def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int) -> Iterator[tuple[Any, Future]]:
     """``(item, future of fn(item))`` in order, with at most ``depth`` loads running or waiting ahead."""
     queue: deque[tuple[Any, Future]] = deque()
-    for item in items:
-        queue.append((item, pool.submit(fn, item)))
-        if len(queue) >= depth:
+    try:
+        for item in items:
+            queue.append((item, pool.submit(fn, item)))
+            if len(queue) >= depth:
+                yield queue.popleft()
+        while queue:
             yield queue.popleft()
-    while queue:
-        yield queue.popleft()
+    finally:  # the consumer stopped (a bad case raised): do not read the cases still waiting
+        for _, fut in queue:
+            fut.cancel()
 
 
 def stream(

@@ -16,6 +16,15 @@ from .calibration import (
     reliability_curve_from_histogram,
 )
 from .calibration_metric import BrierScoreMetric, ExpectedCalibrationErrorMetric, NegativeLogLikelihoodMetric
+from .conventions import (
+    PRESETS,
+    CalibrationConvention,
+    Preset,
+    Region,
+    calibration_convention,
+    probability_sum_tolerance,
+    region_mask,
+)
 from .distance import HausdorffDistanceMMMetric, hausdorff_distance
 from .histogram import DEFAULT_NUM_SUB_BINS, CalibrationHistogram
 
@@ -34,6 +43,14 @@ __all__ = [
     "negative_log_likelihood_from_histogram",
     "reliability_curve",
     "reliability_curve_from_histogram",
+    # conventions of the field: regions and presets
+    "PRESETS",
+    "CalibrationConvention",
+    "Preset",
+    "Region",
+    "calibration_convention",
+    "probability_sum_tolerance",
+    "region_mask",
     # Hausdorff distance
     "HausdorffDistanceMMMetric",
     "hausdorff_distance",

@@ -24,27 +24,9 @@ __all__ = [
     "Workspace",
     "add_coded",
     "check_sum",
-    "sum_tolerance",
     "validate_chunk",
 ]
 
-
-def sum_tolerance(dtype: torch.dtype, num_channels: int, sum_tol: float = 1e-3) -> float:
-    """Tolerance of the "probabilities sum to 1" check for ``num_channels`` probabilities stored as ``dtype``.
-
-    Each stored probability is rounded to half a unit in the last place, so their sum can miss 1 by about
-    ``num_channels * eps / 2`` even for an exact softmax: 0.0027 is common for bfloat16 (``eps = 2**-7``). The
-    tolerance is ``max(sum_tol, num_channels * eps)``: ``sum_tol`` for float32 / float64, wider for float16 /
-    bfloat16, still far below the error of passing logits.
-
-    Example:
-        >>> sum_tolerance(torch.float32, 2)
-        0.001
-        >>> sum_tolerance(torch.bfloat16, 2)
-        0.015625
-    """
-    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
-    return max(float(sum_tol), int(num_channels) * eps)
 
 _SUM_MSG = (
     "probs do not sum to 1 over channels (max deviation {err:.3g} > sum_tol={tol}); pass probabilities (softmax), "

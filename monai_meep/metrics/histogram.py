@@ -26,10 +26,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._histogram_common import Accumulator, ChunkRules, Workspace, sum_tolerance
+from ._histogram_common import Accumulator, ChunkRules, Workspace
 from ._histogram_numba import HAS_NUMBA, accumulate_numba
 from ._histogram_numpy import accumulate_numpy
 from ._histogram_torch import accumulate_torch
+from .conventions import probability_sum_tolerance
 
 __all__ = ["CalibrationHistogram", "DEFAULT_NUM_SUB_BINS"]
 
@@ -115,7 +116,7 @@ class CalibrationHistogram:
         check_sum: check that multi-channel probabilities sum to 1 (within ``sum_tol``) at every voxel. Disable for
             per-class calibrated outputs that were not renormalised.
         sum_tol: absolute tolerance of that check for float32 / float64 input; half-precision input gets at least
-            ``C * eps`` of its dtype (see ``sum_tolerance``), as rounding each stored probability moves the sum.
+            ``C * eps`` of its dtype (``probability_sum_tolerance``), as rounding each stored probability moves the sum.
         chunk_size: voxels processed at once by the NumPy and torch paths (at most; fewer for many classes); bounds
             their workspace memory. The compiled CPU path needs no workspace: it streams the whole input in one pass
             (see Notes).
@@ -354,7 +355,8 @@ class CalibrationHistogram:
         dev = probs.device
         if self._follow_input and self.device != dev and int(self.num_voxels) == 0:
             self.to(dev)
-        tol = sum_tolerance(probs.dtype, probs.shape[1], self.sum_tol)  # bf16 / fp16 softmax output must pass
+        # bf16 / fp16 softmax output must pass
+        tol = probability_sum_tolerance(probs.dtype, probs.shape[1], self.sum_tol)
         rules = ChunkRules(onehot, ignore_index, tol if self.check_sum else None)
         delta = self._zeros(dev)
         backend = _CPU_BACKEND if dev.type == "cpu" else "torch"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from monai_meep.metrics import CalibrationHistogram, calibration_error, reliability_curve
-from monai_meep.metrics._histogram_common import sum_tolerance
+from monai_meep.metrics.conventions import probability_sum_tolerance as sum_tolerance
 
 from .test_histogram import _data
 

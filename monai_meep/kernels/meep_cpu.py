@@ -153,52 +153,47 @@ class _Inputs:
         self.has_valid = valid is not None
         self.valid = _DUMMY_VALID if valid is None else valid.reshape(b, -1).view(torch.uint8).contiguous().numpy()
 
-    def forward(self) -> np.ndarray:
-        """Per-part ``[total, count, non-finite logits, bad labels]``, summed in part order."""
+    def run(self, with_grad: bool) -> tuple[np.ndarray, torch.Tensor | None]:
+        """One pass: ``[total, count, non-finite logits, bad labels]`` (the parts' values summed in part order) and,
+        ``with_grad``, ``d total / d logits`` as a float32 ``(B, C, S)`` tensor."""
         kern = _kernels()
-        n = self.shape[0] * self.shape[2]
+        if self.softmax:
+            factory = kern.softmax2_kernel if self.shape[1] == 2 else kern.softmax_kernel
+            kernel = factory(self.kind, self.has_ignore, self.has_valid, with_grad)
+            args = (self.z, self.labels, self.valid, self.ignore)
+        else:
+            per_channel = self.positive.shape[1] == self.shape[1]
+            kernel = kern.sigmoid_kernel(self.kind, self.has_valid, per_channel, with_grad)
+            args = (self.z, self.positive, self.valid)
+        grad = np.empty(self.shape if with_grad else (1, 1, 1), np.float32)
         stats = np.zeros((MAX_PARTS, 4), np.float64)
-        if self.softmax:
-            fwd = kern.softmax2_forward if self.shape[1] == 2 else kern.softmax_forward
-            common = (self.z, self.labels, self.valid, self.has_valid, self.ignore, self.has_ignore, self.kind)
-        else:
-            fwd = kern.sigmoid_forward
-            common = (self.z, self.positive, self.valid, self.has_valid, self.kind)
-        parts = _run_parts(lambda k, lo, hi: fwd(*common, lo, hi, stats[k]), n)
-        return stats[:parts].sum(0)
-
-    def backward(self, scale: float) -> torch.Tensor:
-        kern = _kernels()
-        grad = np.empty(self.shape, np.float32)
-        if self.softmax:
-            bwd = kern.softmax2_backward if self.shape[1] == 2 else kern.softmax_backward
-            common = (self.z, self.labels, self.valid, self.has_valid, self.ignore, self.has_ignore, self.kind)
-        else:
-            bwd = kern.sigmoid_backward
-            common = (self.z, self.positive, self.valid, self.has_valid, self.kind)
-        _run_parts(lambda k, lo, hi: bwd(*common, np.float32(scale), lo, hi, grad), self.shape[0] * self.shape[2])
-        return torch.from_numpy(grad)
+        parts = _run_parts(lambda k, lo, hi: kernel(*args, lo, hi, stats[k], grad), self.shape[0] * self.shape[2])
+        return stats[:parts].sum(0), torch.from_numpy(grad) if with_grad else None
 
 
 class _SumCount(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, inputs: _Inputs, on_invalid: Callable[[], None] | None):
-        stats = inputs.forward()
+        # the gradient is computed in the same pass when autograd will ask for it (saved, then scaled in backward)
+        with_grad = ctx.needs_input_grad[0]
+        stats, grad = inputs.run(with_grad)
         if on_invalid is not None and (stats[2] or stats[3]):
             on_invalid()  # the reference's checks raise their own message
             raise ValueError(f"invalid MEEP input: {int(stats[2])} non-finite logit(s), {int(stats[3])} bad label(s).")
         # without validation a non-finite logit poisons the value, as it does on the reference path
         total = float("nan") if stats[2] else stats[0]
-        ctx.inputs = inputs
+        ctx.grad = grad
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
         count = torch.tensor(int(stats[1]), dtype=torch.int64)
         ctx.mark_non_differentiable(count)
         return torch.tensor(total, dtype=torch.float32), count
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_total: torch.Tensor, grad_count: torch.Tensor):
-        grad = ctx.inputs.backward(float(grad_total))
-        return grad.view(ctx.shape).to(ctx.dtype), None, None
+        grad, ctx.grad = ctx.grad, None  # scaled in place: the buffer is ours and used once
+        grad = grad.mul_(grad_total).view(ctx.shape)
+        return grad.to(ctx.dtype), None, None
 
 
 def cpu_sum_count(

@@ -9,9 +9,10 @@ config is parsed, i.e. before any training starts.
 
 from __future__ import annotations
 
-import glob
+import enum
+import json
+import logging
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from monai_meep.handlers.checkpoint import find_checkpoints
+from monai_meep.utils import atomic_open
+
 __all__ = [
     "attach_handlers",
     "calibration_methods",
@@ -27,6 +31,7 @@ __all__ = [
     "calibrator_path",
     "check_checkpoint",
     "check_choice",
+    "describe",
     "ddp_backend",
     "distributed_sampler",
     "find_last_checkpoint",
@@ -35,7 +40,9 @@ __all__ = [
     "local_device",
     "map_name_formatter",
     "num_res_units",
+    "prepare_run",
     "resolve_dataset",
+    "settings_differences",
     "subject_name",
     "subject_rows",
     "world_info",
@@ -172,23 +179,16 @@ def distributed_sampler(dataset: Any, shuffle: bool = False, seed: int = 0, even
 # ------------------------------------------------------------------------------------------------- checkpoints
 
 
-_EPOCH_RE = re.compile(r"epoch=(\d+)\.pt$")
-
-
 def find_last_checkpoint(ckpt_dir: str, resume: bool = True, prefix: str = "last") -> str | None:
     """The newest ``<prefix>_checkpoint_epoch=<N>.pt`` in ``ckpt_dir`` (highest ``N``), or ``None``.
 
-    The training config saves one such file every epoch (Ignite's ``DiskSaver`` writes it atomically and removes
-    the previous one), so a rerun after an interruption resumes from the last finished epoch.
+    The training config saves one such file every epoch (``SafeCheckpointSaver`` writes the new file, syncs it and
+    only then removes the previous one), so a rerun after an interruption resumes from the last finished epoch.
     """
-    if not resume or not ckpt_dir or not os.path.isdir(ckpt_dir):
+    if not resume:
         return None
-    found = []
-    for p in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}_*epoch=*.pt")):
-        m = _EPOCH_RE.search(p)
-        if m:
-            found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
+    found = find_checkpoints(ckpt_dir, prefix)
+    return found[-1][1] if found else None
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -201,9 +201,9 @@ def check_checkpoint(
     """Check that the checkpoint at ``path`` fits ``network`` (same parameter names and shapes); return ``path``.
 
     Called while the config is parsed, so a checkpoint from another network (other backbone / channels / task)
-    fails with a message naming the mismatch before any training or evaluation starts. Non-tensor entries are
-    ignored: ``model.pt`` also holds the best-metric tracker (``"checkpointer"``), which is why the evaluation
-    configs load it with ``CheckpointLoader(strict=False)`` after this exact check of names and shapes.
+    fails with a message naming the mismatch before any training or evaluation starts. ``model.pt`` is a plain
+    network ``state_dict``; a file holding several objects (``last_checkpoint_epoch=N.pt``, or a ``model.pt`` of an
+    earlier version with its ``"checkpointer"`` entry) is read under ``key``, and non-tensor entries are ignored.
 
     Args:
         path: checkpoint file; ``None`` or ``""`` is accepted when not ``required``.
@@ -247,6 +247,173 @@ def check_checkpoint(
             f"or point ckpt_dir to a fresh folder."
         )
     return str(Path(path))
+
+
+# ------------------------------------------------------------------------------------------------- run settings
+
+SETTINGS_FILE = "run_settings.json"
+# files of a trained model in ckpt_dir, removed by resume=false (start over)
+_RUN_FILES = ("model.pt", "best_metric.json", "calibrator_*.json", "last_*=*.pt", ".*.tmp")
+# settings that may change between the runs of one model: training longer is a resume, not another model
+_RESUMABLE = ("max_epochs",)
+
+
+def _log() -> logging.Logger:
+    """The bundle's logger; ``logging.config.fileConfig`` (the bundle's ``logging.conf``) disables loggers created
+    before it runs, which would silence these messages whenever this module was imported first."""
+    log = logging.getLogger("monai_meep.bundle")
+    log.disabled = False
+    return log
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data, or ``None`` when it has no stable JSON form (objects, large tensors)."""
+    if torch.is_tensor(value):
+        return value.tolist() if value.numel() <= 16 else None
+    if isinstance(value, enum.Enum):  # MONAI's string enums (e.g. LossReduction)
+        return _jsonable(value.value)
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """A JSON description of a configured component: its dotted class and the constructor arguments it keeps.
+
+    Used to record what defines a model (network, loss, optimiser, scheduler) in ``run_settings.json``, whichever
+    way the config was edited (a top-level convenience such as ``regularizer`` or the component's own arguments).
+    Wrapped modules (DDP) are unwrapped; nested losses (``MEEPLoss(loss=DiceLoss(...))``) are described in turn.
+
+    Example:
+        >>> describe(torch.nn.Linear(2, 3))["_target_"]
+        'torch.nn.modules.linear.Linear'
+    """
+    import inspect
+
+    if isinstance(obj, torch.nn.Module):
+        obj = _unwrap(obj)
+    cls = type(obj)
+    out: dict[str, Any] = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
+    if isinstance(obj, torch.optim.Optimizer):
+        out.update({k: v for k, v in ((k, _jsonable(v)) for k, v in obj.defaults.items()) if v is not None})
+        return out
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return out
+    for name, p in params.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(obj, name):
+            continue
+        value = getattr(obj, name)
+        if isinstance(value, torch.optim.Optimizer):
+            continue  # the scheduler's optimiser is described on its own
+        if isinstance(value, torch.nn.Module):
+            out[name] = describe(value)
+        elif (v := _jsonable(value)) is not None:
+            out[name] = v
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "_target_" in value:
+        return str(value["_target_"]).rsplit(".", 1)[-1]
+    return repr(value)
+
+
+def _differences(a: Any, b: Any, key: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict) and a.get("_target_") == b.get("_target_"):
+        out: list[str] = []
+        for k in list(a) + [k for k in b if k not in a]:
+            if k not in _RESUMABLE or key:
+                out += _differences(a.get(k, "(unset)"), b.get(k, "(unset)"), f"{key}.{k}" if key else k)
+        return out
+    return [] if a == b else [f"{key} {_short(a)} -> {_short(b)}"]
+
+
+def settings_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"key old -> new"`` for each setting that differs, in the record's order, resumable ones (``max_epochs``)
+    aside. Nested components are compared argument by argument (``loss.smooth_nr 1e-05 -> 0.5``); a component
+    replaced by another class is one entry (``loss DiceLoss -> MEEPLoss``).
+
+    Example:
+        >>> settings_differences({"regularizer": "none", "seed": 0}, {"regularizer": "meep_kl", "seed": 0})
+        ["regularizer 'none' -> 'meep_kl'"]
+    """
+    return _differences(_jsonable(recorded) or {}, _jsonable(current) or {}, "")
+
+
+def prepare_run(ckpt_dir: str, settings: dict[str, Any], resume: bool = True) -> str | None:
+    """Check that ``ckpt_dir`` belongs to the model ``settings`` describe; return the checkpoint to resume from.
+
+    ``ckpt_dir/run_settings.json`` records what defines the model (data, seed, network, loss, optimiser,
+    scheduler, sizes; see ``run_settings`` in ``train.json``), written atomically before the first epoch. A rerun
+    with the same settings resumes from the newest ``last_checkpoint_epoch=N.pt`` (a larger ``max_epochs`` trains
+    longer) or, when it already reached ``max_epochs``, says that the run is finished. ``resume=False`` starts over:
+    the folder's model files (checkpoints, ``model.pt``, ``best_metric.json``, calibrators) are removed first.
+    Only the global rank 0 writes or removes files.
+
+    Args:
+        ckpt_dir: the checkpoint folder (``models/`` of the run directory).
+        settings: the current settings (JSON data).
+        resume: continue the run found in ``ckpt_dir``.
+
+    Returns:
+        The checkpoint to resume from, or ``None`` (fresh start).
+
+    Raises:
+        ValueError: ``ckpt_dir`` holds a model trained with other settings (the differences and the two ways out,
+            ``--run_dir`` or ``--resume false``, are named), or one trained for more epochs than ``max_epochs``.
+    """
+    rank0 = world_info()[0] == 0
+    record_path = Path(ckpt_dir) / SETTINGS_FILE
+    current = _jsonable(settings)
+    if not resume:
+        if rank0:
+            for pattern in _RUN_FILES:
+                for p in Path(ckpt_dir).glob(pattern):
+                    p.unlink(missing_ok=True)
+            record_path.unlink(missing_ok=True)
+    last = find_last_checkpoint(ckpt_dir, resume=resume)
+    trained = last is not None or (Path(ckpt_dir) / "model.pt").is_file()
+    recorded = None
+    if record_path.is_file():
+        try:
+            recorded = json.loads(record_path.read_text())
+        except ValueError:
+            recorded = None
+    if trained and recorded is not None:
+        diff = settings_differences(recorded, current)
+        if diff:
+            shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+            raise ValueError(
+                f"{ckpt_dir} holds a model trained with other settings ({shown}). Train this model in another "
+                "folder with --run_dir <new folder>, or discard the old model and start over with --resume false."
+            )
+    elif trained:
+        _log().warning(
+            f"{ckpt_dir} holds a model but no {SETTINGS_FILE} (an earlier version trained it): its settings cannot "
+            "be checked; resuming it with the current ones, which are recorded from now on."
+        )
+    done = int(find_checkpoints(ckpt_dir)[-1][0]) if last is not None else 0
+    max_epochs = int(current.get("max_epochs", 0) or 0) if isinstance(current, dict) else 0
+    if last is not None and max_epochs and done > max_epochs:
+        raise ValueError(
+            f"{ckpt_dir} holds a model trained for {done} epochs, more than max_epochs={max_epochs}; pass "
+            f"--max_epochs {done} or more, --run_dir <new folder>, or --resume false to start over."
+        )
+    if last is not None and done == max_epochs:
+        _log().info(
+            f"Training in {ckpt_dir} is finished ({done} of {max_epochs} epochs): nothing to do, model.pt is "
+            "unchanged. Raise --max_epochs to train longer, or use --run_dir <new folder> / --resume false for a "
+            "new model."
+        )
+    elif last is not None:
+        _log().info(f"Resuming {ckpt_dir} from {os.path.basename(last)} ({done} of {max_epochs} epochs done).")
+    if rank0 and (recorded is None or not trained or recorded != current):
+        with atomic_open(record_path) as f:
+            json.dump(current, f, indent=2)
+    return last
 
 
 def attach_handlers(handlers: Sequence[Any] | None, engine: Any) -> Any:

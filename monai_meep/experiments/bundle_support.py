@@ -509,7 +509,7 @@ def inference_datalist(task: str, input_dir: str | None, fallback: Sequence[dict
 
     WMH: each ``.../pre/FLAIR.nii.gz`` with its ``T1.nii.gz`` (two channels). LA: every ``*.h5`` (UA-MT) or
     ``*.nii`` / ``*.nii.gz`` (e.g. Decathlon ``imagesTs``) file. With an empty ``input_dir`` the ``fallback`` items
-    (the test split) are used, images only.
+    (e.g. a test split) are used, images only; ``inference.json`` passes none, so it needs an ``input_dir``.
 
     Raises:
         ValueError: a missing folder, or no image found in it.
@@ -517,7 +517,10 @@ def inference_datalist(task: str, input_dir: str | None, fallback: Sequence[dict
     task = check_choice("task", task, ("wmh", "la"))
     if not input_dir:
         if not fallback:
-            raise ValueError("inference.json needs input_dir=<folder of images> (or a data set with a test split).")
+            raise ValueError(
+                "inference.json needs --input_dir <folder of images>; to score the test split with its labels, run "
+                "evaluate.json."
+            )
         return [{k: v for k, v in item.items() if k != "label"} for item in fallback]
     root = Path(os.path.expanduser(str(input_dir)))
     if not root.is_dir():

@@ -15,7 +15,7 @@ from monai_meep.data import prepare_dataset
 from monai_meep.data.readers import volume_header
 from monai_meep.experiments.bundle_runner import config_files
 
-from .conftest import BUNDLES, error_chain
+from .conftest import BUNDLES, error_chain, la_image_folder
 
 
 def _workflow(task, workflow, overrides, wtype):
@@ -74,7 +74,8 @@ def test_train_evaluate_calibrate_infer_la(tiny, tmp_path):
     _run("la", "evaluate", {**o, "calibrator": "isotonic", "save_maps": False}, "eval")
     assert (tmp_path / "eval" / "test_calibrator_isotonic" / "val_ece_raw.csv").is_file()
 
-    _run("la", "inference", {**o, "calibrator": "platt"}, "infer")
+    images = la_image_folder(test, tmp_path / "new_images")
+    _run("la", "inference", {**o, "calibrator": "platt", "input_dir": str(images)}, "infer")
     preds = sorted(p.name for p in (tmp_path / "predictions").glob("*.nii.gz"))
     assert len(preds) == 3 * len(test)
 

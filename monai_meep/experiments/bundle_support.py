@@ -42,6 +42,7 @@ __all__ = [
     "num_res_units",
     "prepare_run",
     "resolve_dataset",
+    "select",
     "settings_differences",
     "subject_name",
     "subject_rows",
@@ -56,6 +57,19 @@ def check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
     if not isinstance(value, str) or value.lower() not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid values are {', '.join(valid)}.")
     return value.lower()
+
+
+def select(name: str, options: dict[str, Any], key: Any) -> Any:
+    """``options[key]`` for a top-level convenience (``base_loss``, ``regularizer``) that picks one of the
+    components listed in the config; an unknown key raises a ``ValueError`` naming ``name`` and the valid keys.
+
+    Example:
+        >>> select("base_loss", {"dice": 1, "ce": 2}, "ce")
+        2
+    """
+    if not isinstance(key, str) or key.lower() not in options:
+        raise ValueError(f"unknown {name} {key!r}; valid names are {', '.join(options)}.")
+    return options[key.lower()]
 
 
 def num_res_units(backbone: str) -> int:

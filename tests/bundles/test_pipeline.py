@@ -67,6 +67,8 @@ def test_train_evaluate_calibrate_infer_la(tiny, tmp_path):
         prob = nib.load(str(ev / "maps" / f"{item['subject']}_prob.nii.gz")).get_fdata()
         ent = nib.load(str(ev / "maps" / f"{item['subject']}_entropy.nii.gz")).get_fdata()
         assert prob.min() >= 0 and prob.max() <= 1 and ent.min() >= 0 and ent.max() <= np.log(2) + 1e-6
+        # sliding-window inference over the whole volume: no band of exact zeros outside a centre crop
+        assert (prob == 0).mean() < 0.01, f"{(prob == 0).mean():.0%} of the map is exactly 0"
 
     _run("la", "calibrate", o, "eval")
     for method in ("platt", "isotonic", "temperature"):

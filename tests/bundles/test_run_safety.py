@@ -53,6 +53,8 @@ def test_other_model_refused_finished_run_reported_resume_false_starts_over(tiny
     for extra, diff in (
         ({"regularizer": "meep_kl", "max_epochs": 2}, "regularizer 'none' -> 'meep_kl'"),
         ({"learning_rate": 1e-3}, "learning_rate 0.0001 -> 0.001"),
+        # a component edited in JSON, as model-zoo users do: recorded through the loss's own arguments
+        ({"base_losses#dice#smooth_nr": 0.5}, "loss.smooth_nr 1e-05 -> 0.5"),
     ):
         wf = _workflow({**o, **extra})
         wf.initialize()

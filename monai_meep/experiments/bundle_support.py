@@ -38,6 +38,7 @@ __all__ = [
     "inference_datalist",
     "init_distributed",
     "local_device",
+    "loss_part",
     "map_name_formatter",
     "num_res_units",
     "prepare_run",
@@ -114,6 +115,13 @@ def resolve_dataset(
             )
         if not any(path.iterdir()):
             raise ValueError(f"dataset_dir {str(dataset_dir)!r} is empty; use dataset_dir='' for the phantom.")
+    else:
+        from monai_meep.data.datasets import default_phantom_dir
+
+        where = Path(cache_dir) if cache_dir else default_phantom_dir(task, num_subjects, float(scale), int(seed))
+        # generation takes minutes at the paper's size: say what happens and where, before it starts
+        state = "reusing" if where.is_dir() and any(where.iterdir()) else "generating (once, may take minutes)"
+        _log().info(f"{task.upper()} phantom (scale {scale}): {state} {where}")
     try:
         splits = prepare_dataset(
             task,
@@ -428,6 +436,27 @@ def prepare_run(ckpt_dir: str, settings: dict[str, Any], resume: bool = True) ->
         with atomic_open(record_path) as f:
             json.dump(current, f, indent=2)
     return last
+
+
+def loss_part(loss: Any, name: str) -> Any:
+    """``output_transform`` for an epoch average of one part of the last loss forward (``MEEPLoss.parts``:
+    ``seg_loss``, ``regularizer``, ``error_fraction``); ``train.json`` logs them as ``train_<name>``.
+
+    The config builds these transforms even for the metrics it disables (MONAI evaluates a disabled component's
+    arguments), so a loss without parts is only an error when the metric is used.
+
+    Raises:
+        ValueError: (when called) ``loss`` kept no such part (e.g. a plain ``DiceLoss``, or ``error_fraction`` of the
+            confidence penalty).
+    """
+
+    def _part(output: Any) -> torch.Tensor:
+        parts = getattr(loss, "parts", None) or {}
+        if name not in parts:
+            raise ValueError(f"{type(loss).__name__} reports no {name!r} part; valid parts are {sorted(parts)}.")
+        return parts[name]  # a detached 0-dim tensor: Average sums on the device, no sync per step
+
+    return _part
 
 
 def attach_handlers(handlers: Sequence[Any] | None, engine: Any) -> Any:

@@ -80,3 +80,14 @@ def test_other_model_refused_finished_run_reported_resume_false_starts_over(tiny
     assert json.loads((models / "run_settings.json").read_text())["regularizer"] == "meep_kl"
     assert [p.name for p in models.glob("last_*.pt")] == ["last_checkpoint_epoch=1.pt"]
     assert set(torch.load(models / "model.pt", weights_only=True)) == set(wf.network_def.state_dict())
+    # the training loss and the MEEP parts reach the console and TensorBoard, per epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    printed = capfd.readouterr().out
+    assert "train_loss:" in printed and "train_regularizer:" in printed and "train_error_fraction:" in printed
+    tags: set[str] = set()
+    for events in (tmp_path / "logs").glob("events.out.tfevents*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train_loss", "train_seg_loss", "train_regularizer", "train_error_fraction", "val_mean_dice"} <= tags, tags

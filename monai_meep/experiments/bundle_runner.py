@@ -4,8 +4,8 @@
 
 ``run_bundle("la", "train", overrides)`` is what ``python -m monai.bundle run --config_file "['configs/train.json']"
 --key value ...`` does, in this process (``monai.bundle.ConfigWorkflow``) or, with ``subprocess=True``, in a fresh
-interpreter running exactly that command line. Evaluate / calibrate / inference configs are layered on train.json,
-as on the command line.
+interpreter running exactly that command line. Evaluate / calibrate configs are layered on train.json, as on the
+command line; ``inference.json`` runs on its own.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
     "train": (("train.json",), "train"),
     "evaluate": (("train.json", "evaluate.json"), "eval"),
     "calibrate": (("train.json", "calibrate.json"), "eval"),
-    "inference": (("train.json", "inference.json"), "infer"),
+    "inference": (("inference.json",), "infer"),  # self-contained, as in MONAI model-zoo
     "multi_gpu_train": (("train.json", "multi_gpu_train.json"), "train"),
     "multi_gpu_evaluate": (("train.json", "evaluate.json", "multi_gpu_evaluate.json"), "eval"),
 }

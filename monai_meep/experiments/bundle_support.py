@@ -9,9 +9,10 @@ config is parsed, i.e. before any training starts.
 
 from __future__ import annotations
 
-import glob
+import enum
+import json
+import logging
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from monai_meep.handlers.checkpoint import find_checkpoints
+from monai_meep.utils import atomic_open
 
 __all__ = [
     "as_bool",
@@ -28,15 +32,20 @@ __all__ = [
     "calibrator_path",
     "check_checkpoint",
     "check_choice",
+    "describe",
     "ddp_backend",
     "distributed_sampler",
     "find_last_checkpoint",
     "inference_datalist",
     "init_distributed",
     "local_device",
+    "loss_part",
     "map_name_formatter",
     "num_res_units",
+    "prepare_run",
     "resolve_dataset",
+    "select",
+    "settings_differences",
     "subject_name",
     "subject_rows",
     "world_info",
@@ -76,6 +85,19 @@ def as_bool(value: Any, name: str = "value") -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"{name} must be a boolean (true / false), got {value!r}.")
+
+
+def select(name: str, options: dict[str, Any], key: Any) -> Any:
+    """``options[key]`` for a top-level convenience (``base_loss``, ``regularizer``) that picks one of the
+    components listed in the config; an unknown key raises a ``ValueError`` naming ``name`` and the valid keys.
+
+    Example:
+        >>> select("base_loss", {"dice": 1, "ce": 2}, "ce")
+        2
+    """
+    if not isinstance(key, str) or key.lower() not in options:
+        raise ValueError(f"unknown {name} {key!r}; valid names are {', '.join(options)}.")
+    return options[key.lower()]
 
 
 def num_res_units(backbone: str) -> int:
@@ -120,6 +142,13 @@ def resolve_dataset(
             )
         if not any(path.iterdir()):
             raise ValueError(f"dataset_dir {str(dataset_dir)!r} is empty; use dataset_dir='' for the phantom.")
+    else:
+        from monai_meep.data.datasets import default_phantom_dir
+
+        where = Path(cache_dir) if cache_dir else default_phantom_dir(task, num_subjects, float(scale), int(seed))
+        # generation takes minutes at the paper's size: say what happens and where, before it starts
+        state = "reusing" if where.is_dir() and any(where.iterdir()) else "generating (once, may take minutes)"
+        _log().info(f"{task.upper()} phantom (scale {scale}): {state} {where}")
     try:
         splits = prepare_dataset(
             task,
@@ -199,23 +228,16 @@ def distributed_sampler(dataset: Any, shuffle: bool = False, seed: int = 0, even
 # ------------------------------------------------------------------------------------------------- checkpoints
 
 
-_EPOCH_RE = re.compile(r"epoch=(\d+)\.pt$")
-
-
 def find_last_checkpoint(ckpt_dir: str, resume: bool = True, prefix: str = "last") -> str | None:
     """The newest ``<prefix>_checkpoint_epoch=<N>.pt`` in ``ckpt_dir`` (highest ``N``), or ``None``.
 
-    The training config saves one such file every epoch (Ignite's ``DiskSaver`` writes it atomically and removes
-    the previous one), so a rerun after an interruption resumes from the last finished epoch.
+    The training config saves one such file every epoch (``SafeCheckpointSaver`` writes the new file, syncs it and
+    only then removes the previous one), so a rerun after an interruption resumes from the last finished epoch.
     """
-    if not resume or not ckpt_dir or not os.path.isdir(ckpt_dir):
+    if not resume:
         return None
-    found = []
-    for p in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}_*epoch=*.pt")):
-        m = _EPOCH_RE.search(p)
-        if m:
-            found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
+    found = find_checkpoints(ckpt_dir, prefix)
+    return found[-1][1] if found else None
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -228,9 +250,9 @@ def check_checkpoint(
     """Check that the checkpoint at ``path`` fits ``network`` (same parameter names and shapes); return ``path``.
 
     Called while the config is parsed, so a checkpoint from another network (other backbone / channels / task)
-    fails with a message naming the mismatch before any training or evaluation starts. Non-tensor entries are
-    ignored: ``model.pt`` also holds the best-metric tracker (``"checkpointer"``), which is why the evaluation
-    configs load it with ``CheckpointLoader(strict=False)`` after this exact check of names and shapes.
+    fails with a message naming the mismatch before any training or evaluation starts. ``model.pt`` is a plain
+    network ``state_dict``; a file holding several objects (``last_checkpoint_epoch=N.pt``, or a ``model.pt`` of an
+    earlier version with its ``"checkpointer"`` entry) is read under ``key``, and non-tensor entries are ignored.
 
     Args:
         path: checkpoint file; ``None`` or ``""`` is accepted when not ``required``.
@@ -281,6 +303,194 @@ def check_checkpoint(
             f"or point ckpt_dir to a fresh folder."
         )
     return str(Path(path))
+
+
+# ------------------------------------------------------------------------------------------------- run settings
+
+SETTINGS_FILE = "run_settings.json"
+# files of a trained model in ckpt_dir, removed by resume=false (start over)
+_RUN_FILES = ("model.pt", "best_metric.json", "calibrator_*.json", "last_*=*.pt", ".*.tmp")
+# settings that may change between the runs of one model: training longer is a resume, not another model
+_RESUMABLE = ("max_epochs",)
+
+
+def _log() -> logging.Logger:
+    """The bundle's logger; ``logging.config.fileConfig`` (the bundle's ``logging.conf``) disables loggers created
+    before it runs, which would silence these messages whenever this module was imported first."""
+    log = logging.getLogger("monai_meep.bundle")
+    log.disabled = False
+    return log
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data, or ``None`` when it has no stable JSON form (objects, large tensors)."""
+    if torch.is_tensor(value):
+        return value.tolist() if value.numel() <= 16 else None
+    if isinstance(value, enum.Enum):  # MONAI's string enums (e.g. LossReduction)
+        return _jsonable(value.value)
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """A JSON description of a configured component: its dotted class and the constructor arguments it keeps.
+
+    Used to record what defines a model (network, loss, optimiser, scheduler) in ``run_settings.json``, whichever
+    way the config was edited (a top-level convenience such as ``regularizer`` or the component's own arguments).
+    Wrapped modules (DDP) are unwrapped; nested losses (``MEEPLoss(loss=DiceLoss(...))``) are described in turn.
+
+    Example:
+        >>> describe(torch.nn.Linear(2, 3))["_target_"]
+        'torch.nn.modules.linear.Linear'
+    """
+    import inspect
+
+    if isinstance(obj, torch.nn.Module):
+        obj = _unwrap(obj)
+    cls = type(obj)
+    out: dict[str, Any] = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
+    if isinstance(obj, torch.optim.Optimizer):
+        out.update({k: v for k, v in ((k, _jsonable(v)) for k, v in obj.defaults.items()) if v is not None})
+        return out
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return out
+    for name, p in params.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(obj, name):
+            continue
+        value = getattr(obj, name)
+        if isinstance(value, torch.optim.Optimizer):
+            continue  # the scheduler's optimiser is described on its own
+        if isinstance(value, torch.nn.Module):
+            out[name] = describe(value)
+        elif (v := _jsonable(value)) is not None:
+            out[name] = v
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "_target_" in value:
+        return str(value["_target_"]).rsplit(".", 1)[-1]
+    return repr(value)
+
+
+def _differences(a: Any, b: Any, key: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict) and a.get("_target_") == b.get("_target_"):
+        out: list[str] = []
+        for k in list(a) + [k for k in b if k not in a]:
+            if k not in _RESUMABLE or key:
+                out += _differences(a.get(k, "(unset)"), b.get(k, "(unset)"), f"{key}.{k}" if key else k)
+        return out
+    return [] if a == b else [f"{key} {_short(a)} -> {_short(b)}"]
+
+
+def settings_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"key old -> new"`` for each setting that differs, in the record's order, resumable ones (``max_epochs``)
+    aside. Nested components are compared argument by argument (``loss.smooth_nr 1e-05 -> 0.5``); a component
+    replaced by another class is one entry (``loss DiceLoss -> MEEPLoss``).
+
+    Example:
+        >>> settings_differences({"regularizer": "none", "seed": 0}, {"regularizer": "meep_kl", "seed": 0})
+        ["regularizer 'none' -> 'meep_kl'"]
+    """
+    return _differences(_jsonable(recorded) or {}, _jsonable(current) or {}, "")
+
+
+def prepare_run(ckpt_dir: str, settings: dict[str, Any], resume: bool = True) -> str | None:
+    """Check that ``ckpt_dir`` belongs to the model ``settings`` describe; return the checkpoint to resume from.
+
+    ``ckpt_dir/run_settings.json`` records what defines the model (data, seed, network, loss, optimiser,
+    scheduler, sizes; see ``run_settings`` in ``train.json``), written atomically before the first epoch. A rerun
+    with the same settings resumes from the newest ``last_checkpoint_epoch=N.pt`` (a larger ``max_epochs`` trains
+    longer) or, when it already reached ``max_epochs``, says that the run is finished. ``resume=False`` starts over:
+    the folder's model files (checkpoints, ``model.pt``, ``best_metric.json``, calibrators) are removed first.
+    Only the global rank 0 writes or removes files.
+
+    Args:
+        ckpt_dir: the checkpoint folder (``models/`` of the run directory).
+        settings: the current settings (JSON data).
+        resume: continue the run found in ``ckpt_dir``.
+
+    Returns:
+        The checkpoint to resume from, or ``None`` (fresh start).
+
+    Raises:
+        ValueError: ``ckpt_dir`` holds a model trained with other settings (the differences and the two ways out,
+            ``--run_dir`` or ``--resume false``, are named), or one trained for more epochs than ``max_epochs``.
+    """
+    rank0 = world_info()[0] == 0
+    record_path = Path(ckpt_dir) / SETTINGS_FILE
+    current = _jsonable(settings)
+    if not resume:
+        if rank0:
+            for pattern in _RUN_FILES:
+                for p in Path(ckpt_dir).glob(pattern):
+                    p.unlink(missing_ok=True)
+            record_path.unlink(missing_ok=True)
+    last = find_last_checkpoint(ckpt_dir, resume=resume)
+    trained = last is not None or (Path(ckpt_dir) / "model.pt").is_file()
+    recorded = None
+    if record_path.is_file():
+        try:
+            recorded = json.loads(record_path.read_text())
+        except ValueError:
+            recorded = None
+    if trained and recorded is not None:
+        diff = settings_differences(recorded, current)
+        if diff:
+            shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+            raise ValueError(
+                f"{ckpt_dir} holds a model trained with other settings ({shown}). Train this model in another "
+                "folder with --run_dir <new folder>, or discard the old model and start over with --resume false."
+            )
+    elif trained:
+        _log().warning(
+            f"{ckpt_dir} holds a model but no {SETTINGS_FILE} (an earlier version trained it): its settings cannot "
+            "be checked; resuming it with the current ones, which are recorded from now on."
+        )
+    done = int(find_checkpoints(ckpt_dir)[-1][0]) if last is not None else 0
+    max_epochs = int(current.get("max_epochs", 0) or 0) if isinstance(current, dict) else 0
+    if last is not None and max_epochs and done > max_epochs:
+        raise ValueError(
+            f"{ckpt_dir} holds a model trained for {done} epochs, more than max_epochs={max_epochs}; pass "
+            f"--max_epochs {done} or more, --run_dir <new folder>, or --resume false to start over."
+        )
+    if last is not None and done == max_epochs:
+        _log().info(
+            f"Training in {ckpt_dir} is finished ({done} of {max_epochs} epochs): nothing to do, model.pt is "
+            "unchanged. Raise --max_epochs to train longer, or use --run_dir <new folder> / --resume false for a "
+            "new model."
+        )
+    elif last is not None:
+        _log().info(f"Resuming {ckpt_dir} from {os.path.basename(last)} ({done} of {max_epochs} epochs done).")
+    if rank0 and (recorded is None or not trained or recorded != current):
+        with atomic_open(record_path) as f:
+            json.dump(current, f, indent=2)
+    return last
+
+
+def loss_part(loss: Any, name: str) -> Any:
+    """``output_transform`` for an epoch average of one part of the last loss forward (``MEEPLoss.parts``:
+    ``seg_loss``, ``regularizer``, ``error_fraction``); ``train.json`` logs them as ``train_<name>``.
+
+    The config builds these transforms even for the metrics it disables (MONAI evaluates a disabled component's
+    arguments), so a loss without parts is only an error when the metric is used.
+
+    Raises:
+        ValueError: (when called) ``loss`` kept no such part (e.g. a plain ``DiceLoss``, or ``error_fraction`` of the
+            confidence penalty).
+    """
+
+    def _part(output: Any) -> torch.Tensor:
+        parts = getattr(loss, "parts", None) or {}
+        if name not in parts:
+            raise ValueError(f"{type(loss).__name__} reports no {name!r} part; valid parts are {sorted(parts)}.")
+        return parts[name]  # a detached 0-dim tensor: Average sums on the device, no sync per step
+
+    return _part
 
 
 def attach_handlers(handlers: Sequence[Any] | None, engine: Any) -> Any:
@@ -376,7 +586,7 @@ def inference_datalist(task: str, input_dir: str | None, fallback: Sequence[dict
 
     WMH: each ``.../pre/FLAIR.nii.gz`` with its ``T1.nii.gz`` (two channels). LA: every ``*.h5`` (UA-MT) or
     ``*.nii`` / ``*.nii.gz`` (e.g. Decathlon ``imagesTs``) file. With an empty ``input_dir`` the ``fallback`` items
-    (the test split) are used, images only.
+    (e.g. a test split) are used, images only; ``inference.json`` passes none, so it needs an ``input_dir``.
 
     Raises:
         ValueError: a missing folder, or no image found in it.
@@ -384,7 +594,10 @@ def inference_datalist(task: str, input_dir: str | None, fallback: Sequence[dict
     task = check_choice("task", task, ("wmh", "la"))
     if not input_dir:
         if not fallback:
-            raise ValueError("inference.json needs input_dir=<folder of images> (or a data set with a test split).")
+            raise ValueError(
+                "inference.json needs --input_dir <folder of images>; to score the test split with its labels, run "
+                "evaluate.json."
+            )
         return [{k: v for k, v in item.items() if k != "label"} for item in fallback]
     root = Path(os.path.expanduser(str(input_dir)))
     if not root.is_dir():

@@ -1,10 +1,12 @@
 # Copyright (c) monai_meep developers.
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Ignite handlers: calibration metrics (ECE, Brier, Brier+, NLL), Hausdorff distance in mm, reliability diagrams."""
+"""Ignite handlers: calibration metrics (ECE, Brier, Brier+, NLL), Hausdorff distance in mm, reliability diagrams,
+crash-safe checkpoints."""
 
 from __future__ import annotations
 
 from .calibration import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
+from .checkpoint import SafeCheckpointSaver, SafeDiskSaver
 from .distance import HausdorffDistanceMM
 from .metrics_saver import PreciseMetricsSaver
 from .reliability import ReliabilityDiagramSaver
@@ -14,6 +16,8 @@ __all__ = [
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
     "HausdorffDistanceMM",
+    "SafeCheckpointSaver",
+    "SafeDiskSaver",
     "PreciseMetricsSaver",
     "ReliabilityDiagramSaver",
 ]

@@ -14,7 +14,7 @@ import torch
 from monai.losses import DiceLoss, FocalLoss
 from torch.nn.modules.loss import _Loss
 
-__all__ = ["BASE_LOSSES", "PAPER_LAMBDA", "REGULARIZERS", "build_loss", "paper_lambda"]
+__all__ = ["BASE_LOSSES", "PAPER_LAMBDA", "REGULARIZERS", "IndexCrossEntropyLoss", "build_loss", "paper_lambda"]
 
 BASE_LOSSES = ("dice", "ce", "focal")
 REGULARIZERS = ("none", "meep_entropy", "meep_kl", "confidence_penalty")
@@ -54,7 +54,7 @@ def paper_lambda(task: str, base: str, regularizer: str = "meep_kl") -> float:
     return PAPER_LAMBDA[(_check("task", task, TASKS), _check("base loss", base, BASE_LOSSES))]
 
 
-class _IndexCrossEntropy(_Loss):
+class IndexCrossEntropyLoss(_Loss):
     """``torch.nn.functional.cross_entropy`` on ``(B, C, *)`` logits and ``(B, 1, *)`` index targets.
 
     MONAI has no stand-alone CE segmentation loss with ``ignore_index`` (``DiceCELoss`` does not support it), so this
@@ -89,12 +89,15 @@ class _IndexCrossEntropy(_Loss):
         return loss[valid].sum() / valid.sum().clamp_min(1)
 
 
+_IndexCrossEntropy = IndexCrossEntropyLoss  # the earlier, private name
+
+
 def _base_loss(base: str, ignore_index: int | None) -> _Loss:
     if base == "dice":
         # foreground Dice pooled over the batch: patches without foreground still give a defined loss
         return DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, ignore_index=ignore_index)
     if base == "ce":
-        return _IndexCrossEntropy(ignore_index=ignore_index)
+        return IndexCrossEntropyLoss(ignore_index=ignore_index)
     return FocalLoss(to_onehot_y=True, use_softmax=True, gamma=2.0, ignore_index=ignore_index)
 
 

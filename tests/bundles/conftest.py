@@ -62,3 +62,12 @@ def error_chain(exc: BaseException) -> str:
         parts.append(f"{type(exc).__name__}: {exc}")
         exc = exc.__cause__ or exc.__context__
     return "\n".join(parts)
+
+
+def la_image_folder(items, dest: Path) -> Path:
+    """A folder of "new" LA images for inference.json: ``<dest>/<ID>/mri_norm2.h5`` linked to the items' files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        (dest / item["subject"]).mkdir()
+        (dest / item["subject"] / "mri_norm2.h5").symlink_to(item["image"])
+    return dest

@@ -6,12 +6,13 @@ import json
 import pydoc
 
 import pytest
+import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
 from monai.bundle.config_item import ComponentLocator
 
 from monai_meep.experiments.bundle_runner import WORKFLOWS, config_files
 
-from .conftest import BUNDLES
+from .conftest import BUNDLES, error_chain
 
 FILES = [
     "configs/metadata.json",
@@ -56,7 +57,9 @@ def test_layered_configs_parse_and_targets_resolve(task, workflow):
     parser.read_config(config_files(task, workflow))
     cfg = parser.get()
     assert "$import monai_meep" in cfg["imports"]
-    for key in ("bundle_root", "device", "dataset_dir", "train", "validate", "run", "initialize"):
+    # inference.json runs on its own (model-zoo); the others are layered on train.json
+    standalone = ("bundle_root", "device", "network_def", "inferer", "evaluator", "run", "initialize")
+    for key in standalone if workflow == "inference" else (*standalone[:2], "dataset_dir", "train", "validate"):
         assert key in cfg, key
     for target in set(_targets(cfg)):
         if target.startswith("monai_meep"):
@@ -69,7 +72,7 @@ def test_layered_configs_parse_and_targets_resolve(task, workflow):
             assert pydoc.locate(target) is not None, f"{task}/{workflow}: cannot import {target}"
     # every ID referenced with @ exists once layered
     parser.parse()
-    for ref in ("train#trainer", "train#dataset", "validate#evaluator"):
+    for ref in ("evaluator",) if workflow == "inference" else ("train#trainer", "train#dataset", "validate#evaluator"):
         assert ref in parser, ref
 
 
@@ -112,3 +115,70 @@ def test_verify_metadata_command_line(shared_dir):
     cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(meta), "--filepath", str(schema)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "verified with no error" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def _parser(task, **overrides):
+    parser = ConfigParser()
+    parser.read_config(config_files(task, "train"))
+    parser.update({"bundle_root": str(BUNDLES / f"{task}_meep"), **overrides})
+    return parser
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_loss_is_the_json_component_graph(task):
+    """The loss is MEEPLoss wrapping the MONAI loss spelled out in JSON: edited arguments reach it."""
+    from monai.losses import DiceLoss, FocalLoss
+
+    from monai_meep.losses import ConfidencePenaltyLoss, MEEPLoss
+    from monai_meep.losses.factory import build_loss
+
+    loss = _parser(task, regularizer="meep_kl").get_parsed_content("loss")
+    ref = build_loss("dice", "meep_kl", task=task, ignore_index=2 if task == "wmh" else None)
+    assert isinstance(loss, MEEPLoss) and isinstance(loss.loss, DiceLoss) and loss.regularizer == "kl"
+    assert loss.weight == ref.weight and loss.ignore_index == ref.ignore_index
+    x, y = torch.randn(2, 2, 6, 6, 6), torch.randint(0, 2, (2, 1, 6, 6, 6))
+    torch.testing.assert_close(loss(x, y), ref(x, y))  # the JSON graph is the factory's loss
+
+    edited = _parser(
+        task,
+        regularizer="meep_kl",
+        meep_lambda=0.25,
+        **{"base_losses#dice#smooth_nr": 0.5, "base_losses#dice#batch": False},
+    )
+    loss = edited.get_parsed_content("loss")
+    assert loss.weight == 0.25 and loss.loss.smooth_nr == 0.5 and loss.loss.batch is False
+    focal = _parser(task, base_loss="focal", regularizer="confidence_penalty").get_parsed_content("loss")
+    assert isinstance(focal, ConfidencePenaltyLoss) and isinstance(focal.loss, FocalLoss) and focal.weight == 0.2
+    assert isinstance(_parser(task).get_parsed_content("loss"), DiceLoss)
+    with pytest.raises(Exception) as info:
+        _parser(task, regularizer="meep").get_parsed_content("loss")
+    assert "valid names are none, meep_entropy, meep_kl, confidence_penalty" in error_chain(info.value)
+
+
+def test_json_transforms_match_the_python_pipelines(tmp_path):
+    """train.json spells out la_transforms / wmh_transforms: same output on the same item and random state."""
+    from monai_meep.data import la_transforms, prepare_dataset, wmh_transforms
+
+    for task, sizes in (("la", {"scale": 0.2, "num_subjects": 8}), ("wmh", {"scale": 0.25, "num_subjects": 6})):
+        parser = _parser(task, **sizes)
+        patch = parser.get_parsed_content("patch_size")
+        item = prepare_dataset(task, num_subjects=sizes["num_subjects"], scale=sizes["scale"])["training"][0]
+        if task == "la":
+            ref = {"train": la_transforms("train", crop_size=patch), "validate": la_transforms("infer")}
+        else:
+            train = wmh_transforms("train", patch_size=patch, num_samples=16)
+            ref = {"train": train, "validate": wmh_transforms("eval")}
+        for section, python in ref.items():
+            json_pipeline = parser.get_parsed_content(f"{section}#preprocessing")
+            json_pipeline.set_random_state(7)
+            python.set_random_state(7)
+            a, b = json_pipeline(dict(item)), python(dict(item))
+            a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
+            assert len(a) == len(b)
+            for x, y in zip(a, b, strict=True):
+                # validation: the whole volume (LA: zero-padded to the crop size where smaller)
+                common = tuple(slice(0, min(p, q)) for p, q in zip(x["image"].shape, y["image"].shape, strict=True))
+                if section == "train":
+                    assert x["image"].shape == y["image"].shape
+                    torch.testing.assert_close(x["label"].as_tensor(), y["label"].as_tensor())
+                torch.testing.assert_close(x["image"].as_tensor()[common], y["image"].as_tensor()[common])

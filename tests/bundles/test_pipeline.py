@@ -15,7 +15,7 @@ from monai_meep.data import prepare_dataset
 from monai_meep.data.readers import volume_header
 from monai_meep.experiments.bundle_runner import config_files
 
-from .conftest import BUNDLES, error_chain
+from .conftest import BUNDLES, error_chain, la_image_folder
 
 
 def _workflow(task, workflow, overrides, wtype):
@@ -67,6 +67,8 @@ def test_train_evaluate_calibrate_infer_la(tiny, tmp_path):
         prob = nib.load(str(ev / "maps" / f"{item['subject']}_prob.nii.gz")).get_fdata()
         ent = nib.load(str(ev / "maps" / f"{item['subject']}_entropy.nii.gz")).get_fdata()
         assert prob.min() >= 0 and prob.max() <= 1 and ent.min() >= 0 and ent.max() <= np.log(2) + 1e-6
+        # sliding-window inference over the whole volume: no band of exact zeros outside a centre crop
+        assert (prob == 0).mean() < 0.01, f"{(prob == 0).mean():.0%} of the map is exactly 0"
 
     _run("la", "calibrate", o, "eval")
     for method in ("platt", "isotonic", "temperature"):
@@ -74,7 +76,8 @@ def test_train_evaluate_calibrate_infer_la(tiny, tmp_path):
     _run("la", "evaluate", {**o, "calibrator": "isotonic", "save_maps": False}, "eval")
     assert (tmp_path / "eval" / "test_calibrator_isotonic" / "val_ece_raw.csv").is_file()
 
-    _run("la", "inference", {**o, "calibrator": "platt"}, "infer")
+    images = la_image_folder(test, tmp_path / "new_images")
+    _run("la", "inference", {**o, "calibrator": "platt", "input_dir": str(images)}, "infer")
     preds = sorted(p.name for p in (tmp_path / "predictions").glob("*.nii.gz"))
     assert len(preds) == 3 * len(test)
 
@@ -101,16 +104,19 @@ def test_resume_continues_from_last_checkpoint(tiny, tmp_path):
 
     def _at_first_step(engine):
         start.update({k: v.clone() for k, v in net.state_dict().items()})
-        start["best"] = [item.priority for item in tracker._saved]
 
     trainer.add_event_handler(Events.ITERATION_STARTED(once=1 + saved["trainer"]["iteration"]), _at_first_step)
+    # the saver restores its tracker when the first validation starts; this handler runs after it
+    evaluator.add_event_handler(
+        Events.STARTED, lambda e: start.setdefault("best", [item.priority for item in tracker._saved])
+    )
     wf.run()
     assert second == [2, 3], "the rerun must continue at epoch 2, not start over"
     for k, v in saved["model"].items():
         torch.testing.assert_close(start[k], v)
-    assert start["best"] == [pytest.approx(dice[0])], "best-Dice tracker restored from model.pt"
+    assert start["best"] == [pytest.approx(dice[0])], "best-Dice tracker restored from best_metric.json"
     assert wf.parser.get_parsed_content("optimizer").state_dict()["state"], "optimizer state restored and used"
-    assert (tmp_path / "models" / "last_checkpoint_epoch=3.pt").is_file()
+    assert [p.name for p in (tmp_path / "models").glob("last_*.pt")] == ["last_checkpoint_epoch=3.pt"]
     # the best-Dice tracker survives the resume: model.pt holds the best of all three validations
     assert len(tracker._saved) == 1 and tracker._saved[0].priority == pytest.approx(max(dice)), (tracker._saved, dice)
 
@@ -145,10 +151,14 @@ def test_bad_input_fails_before_training(tiny, tmp_path):
 
     # a checkpoint from another network: evaluation and resume both refuse it with the reason
     _run("la", "train", o)
-    for workflow, wtype in (("evaluate", "eval"), ("train", "train")):
+    # (training names the setting that differs, from run_settings.json; evaluation checks the weights' shapes)
+    for workflow, wtype, message in (
+        ("evaluate", "eval", "different network"),
+        ("train", "train", "network.channels [4, 8] -> [8, 16]"),
+    ):
         wf = _workflow("la", workflow, {**o, "channels": [8, 16], "max_epochs": 2}, wtype)
         wf.initialize()
         with pytest.raises(Exception) as info:
             wf.run()
-        assert "different network" in error_chain(info.value), error_chain(info.value)
+        assert message in error_chain(info.value), error_chain(info.value)
     assert not (tmp_path / "models" / "last_checkpoint_epoch=2.pt").exists()

@@ -11,6 +11,8 @@ The fit is an exact weighted logistic regression in float64 by Newton's method w
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -147,9 +149,19 @@ class PlattScaling(Calibrator):
                 at, bt, info = fit_logistic(*self.hist.points(t))
             except ValueError as e:
                 raise ValueError(f"{e} [task {t} of {self.num_tasks}, {self.mode}]") from None
-            if at <= 0:  # a file holding it could not be loaded back, and the map would invert the segmentation
-                raise ValueError(f"cannot fit PlattScaling task {t}: the fitted slope a={at:.4g} <= 0 reverses the "
-                                 f"ranking of voxels (the logits are not positively related to the labels).")
+            if at <= 0:
+                # a < 0 would invert the ranking of voxels (and the segmentation). The NLL is convex, so the best
+                # map with a >= 0 lies on a = 0: the constant base rate, b = logit(mean label). A useless map, but
+                # the constrained optimum, loadable, and said aloud.
+                x, y, w = self.hist.points(t)
+                rate = min(max(float((w * y).sum() / w.sum()), 1e-12), 1 - 1e-12)
+                warnings.warn(
+                    f"PlattScaling task {t}: the unconstrained fit has slope a={at:.4g} <= 0 (the logits are not "
+                    f"positively related to the labels); using a = 0, the constant base rate {rate:.4g}.",
+                    stacklevel=3,
+                )
+                at, bt = 0.0, math.log(rate / (1 - rate))
+                info = {**info, "constrained": "a >= 0"}
             a.append(at)
             b.append(bt)
             infos.append(info)
@@ -180,9 +192,10 @@ class PlattScaling(Calibrator):
         if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == self.num_tasks):
             raise ValueError(f"Platt parameters must be lists 'a', 'b' of length {self.num_tasks}, got {params!r}.")
         for i, v in enumerate(a):
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
-                raise ValueError(f"params 'a'[{i}] = {v!r}: a slope <= 0 reverses the ranking of voxels.")
-        # float32 holds |v| <= 3.4e38; far beyond PLATT_LIMIT a * z overflows and the outputs turn NaN
-        a = [check_number(v, f"params 'a'[{i}]", 0.0, PLATT_LIMIT, low_open=True) for i, v in enumerate(a)]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise ValueError(f"params 'a'[{i}] = {v!r}: a slope < 0 reverses the ranking of voxels.")
+        # float32 holds |v| <= 3.4e38; far beyond PLATT_LIMIT a * z overflows and the outputs turn NaN. a = 0 (the
+        # constant base rate) is what fit() gives when the data admit no positive slope.
+        a = [check_number(v, f"params 'a'[{i}]", 0.0, PLATT_LIMIT) for i, v in enumerate(a)]
         b = [check_number(v, f"params 'b'[{i}]", -PLATT_LIMIT, PLATT_LIMIT) for i, v in enumerate(b)]
         self.a, self.b = a, b

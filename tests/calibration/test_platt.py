@@ -120,3 +120,25 @@ def test_mask_excludes_voxels(binary_data):
     masked = PlattScaling(2).update(logits, y_ignored, mask).fit()
     sub = PlattScaling(2).update(logits[..., :50], y[..., :50]).fit()
     assert masked.a == pytest.approx(sub.a, abs=1e-12) and masked.b == pytest.approx(sub.b, abs=1e-12)
+
+
+def test_anti_correlated_logits_give_the_constrained_optimum(binary_data, tmp_path):
+    """Unconstrained slope < 0 (ranking reversed): the fit warns and returns a = 0, b = logit(base rate), which is
+    the minimum of the (convex) NLL over a >= 0 (checked against a bounded L-BFGS fit), and the file loads back."""
+    logits, y, _ = binary_data(10_000, seed=17, sharpen=-1.0, shift=0.0)
+    with pytest.warns(UserWarning, match="a = 0"):
+        cal = PlattScaling(2).update(logits, y).fit()
+    rate = float(y.double().mean())
+    assert cal.a == [0.0] and cal.b[0] == pytest.approx(np.log(rate / (1 - rate)), abs=1e-9)
+    z = (logits[:, 1] - logits[:, 0]).double().flatten().numpy()
+    t = y.flatten().double().numpy()
+
+    def nll(p):
+        s = p[0] * z + p[1]
+        return float(np.sum(np.logaddexp(0, s) - t * s))
+
+    best = minimize(nll, x0=[0.5, 0.0], bounds=[(0, None), (None, None)], method="L-BFGS-B")
+    assert best.x[0] == pytest.approx(0.0, abs=1e-6) and best.x[1] == pytest.approx(cal.b[0], abs=1e-4)
+    path = tmp_path / "platt.json"
+    cal.save(path)
+    assert PlattScaling.load(path).a == [0.0]

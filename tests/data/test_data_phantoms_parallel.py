@@ -102,3 +102,12 @@ def test_resolve_workers(monkeypatch):
             resolve_workers(bad, 4)
     with pytest.raises(ValueError, match="workers"):
         generate_la_phantom("/nonexistent/never-created", num_subjects=2, workers=0)
+
+
+def test_progress_bar_counts_the_subjects(capsys):
+    # the bar goes to stderr and counts finished subjects; progress=False prints nothing
+    run_subjects(functools.partial(_fail_on, bad=-1), 3, 1, "la", str)
+    err = capsys.readouterr().err
+    assert "la phantom" in err and "3/3" in err
+    run_subjects(functools.partial(_fail_on, bad=-1), 3, 1, "la", str, progress=False)
+    assert capsys.readouterr().err == ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from monai_meep.utils import check_int
@@ -107,8 +107,9 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _wrap(task: str, index: int, describe: Callable[[int], str], err: BaseException) -> PhantomGenerationError:
-    return PhantomGenerationError(f"{task} phantom: subject {index} ({describe(index)}) failed: "
-                                  f"{type(err).__name__}: {err}")
+    return PhantomGenerationError(
+        f"{task} phantom: subject {index} ({describe(index)}) failed: {type(err).__name__}: {err}"
+    )
 
 
 def run_subjects(
@@ -118,6 +119,7 @@ def run_subjects(
     task: str,
     describe: Callable[[int], str],
     scale: float = 1.0,
+    progress: bool = True,
 ) -> list[Any]:
     """``[job(0), ..., job(n - 1)]``, computed in index order (``workers=1``) or by a process pool.
 
@@ -133,6 +135,7 @@ def run_subjects(
         task: name used in error messages.
         describe: ``describe(index)`` -> a human-readable subject id for error messages (cheap, no synthesis).
         scale: the phantom's grid scale (only sizes the default ``workers``).
+        progress: a tqdm bar of finished subjects (on stderr; generation at the default size takes minutes).
 
     Returns:
         The job results in index order, whatever order the workers finished in.
@@ -141,27 +144,32 @@ def run_subjects(
         PhantomGenerationError: a job raised; the message names the subject, the original error is its cause
             (for a worker, the cause carries the worker's traceback). Pending subjects are cancelled.
     """
+    from tqdm.auto import tqdm
+
     n = int(num_subjects)
     nw = resolve_workers(workers, n, scale)
-    if nw == 1:
-        results = []
-        for i in range(n):
-            try:
-                results.append(job(i))
-            except Exception as e:
-                raise _wrap(task, i, describe, e) from e
-        return results
-    results: list[Any] = [None] * n
-    ctx = _context()
-    with ProcessPoolExecutor(max_workers=nw, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = {pool.submit(job, i): i for i in range(n)}
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = sorted(futures[f] for f in done if f.exception() is not None)
-        if failed:
-            pool.shutdown(wait=True, cancel_futures=True)  # let running subjects finish, start no new ones
-            i = failed[0]
-            err = next(f.exception() for f, j in futures.items() if j == i)
-            raise _wrap(task, i, describe, err) from err
-        for f, i in futures.items():
-            results[i] = f.result()
+    bar = tqdm(total=n, desc=f"{task} phantom", unit="subject", disable=not progress)
+    with bar:
+        if nw == 1:
+            results = []
+            for i in range(n):
+                try:
+                    results.append(job(i))
+                except Exception as e:
+                    raise _wrap(task, i, describe, e) from e
+                bar.update()
+            return results
+        results: list[Any] = [None] * n
+        with ProcessPoolExecutor(max_workers=nw, mp_context=_context(), initializer=_init_worker) as pool:
+            futures = {pool.submit(job, i): i for i in range(n)}
+            for f in as_completed(futures):
+                i = futures[f]
+                if f.exception() is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)  # let running subjects finish, start no new ones
+                    # the lowest failed index, so the error does not depend on which worker finished first
+                    failed = min(j for g, j in futures.items() if g.done() and not g.cancelled() and g.exception())
+                    err = next(g.exception() for g, j in futures.items() if j == failed)
+                    raise _wrap(task, failed, describe, err) from err
+                results[i] = f.result()
+                bar.update()
     return results

@@ -213,6 +213,7 @@ def generate_la_phantom(
     scale: float = 1.0,
     figure: bool = False,
     workers: int | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write an LA phantom in the UA-MT layout: ``<out>/<ID>/mri_norm2.h5`` plus ``train.list`` / ``test.list``.
 
@@ -225,6 +226,7 @@ def generate_la_phantom(
         workers: processes generating subjects in parallel; None = ``min(CPUs, num_subjects, 16)`` (serial for
             less work than 2 full-size subjects), 1 = serially in this process. The files are byte-identical
             whatever the number of workers.
+        progress: a progress bar of the subjects written (stderr).
 
     Returns:
         The output folder.
@@ -242,7 +244,7 @@ def generate_la_phantom(
     out.mkdir(parents=True, exist_ok=True)
     job = functools.partial(_write_la_subject, out=out, seed=int(seed), scale=scale)
     # ids come back in subject order whatever order the workers finish in, so the lists are fixed
-    ids = run_subjects(job, n, workers, "la", functools.partial(_describe_la, seed=int(seed)), scale)
+    ids = run_subjects(job, n, workers, "la", functools.partial(_describe_la, seed=int(seed)), scale, progress)
     n_test = 0 if n == 1 else max(1, int(round(0.2 * n)))
     (out / "train.list").write_text("".join(f"{i}\n" for i in ids[: n - n_test]))
     (out / "test.list").write_text("".join(f"{i}\n" for i in ids[n - n_test :]))

@@ -257,6 +257,7 @@ def generate_wmh_phantom(
     scale: float = 1.0,
     figure: bool = False,
     workers: int | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write a WMH phantom in the challenge layout ``<out>/<site>/<id>/pre/{FLAIR,T1}.nii.gz`` + ``wmh.nii.gz``.
 
@@ -270,6 +271,7 @@ def generate_wmh_phantom(
         workers: processes generating subjects in parallel; None = ``min(CPUs, num_subjects, 16)`` (serial for
             less work than 2 full-size subjects), 1 = serially in this process. The files are byte-identical
             whatever the number of workers.
+        progress: a progress bar of the subjects written (stderr).
 
     Returns:
         The output folder.
@@ -286,7 +288,7 @@ def generate_wmh_phantom(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     job = functools.partial(_write_wmh_subject, out=out, seed=int(seed), scale=scale)
-    run_subjects(job, num_subjects, workers, "wmh", _describe_wmh, scale)
+    run_subjects(job, num_subjects, workers, "wmh", _describe_wmh, scale, progress)
     if figure:
         from .figure import save_phantom_figure
 

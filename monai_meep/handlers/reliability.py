@@ -79,6 +79,8 @@ class ReliabilityDiagramSaver:
         tag: TensorBoard tag prefix.
         num_sub_bins: sub-bins of the histogram; must be a multiple of ``num_bins`` and ``ece_bins``.
         dpi: resolution of the PNGs.
+        title: what the figures show, e.g. ``"Dice + MEEP-KL, test split"``; the figure titles read
+            ``"Reliability: <title> (epoch N)"`` (default: the epoch only).
 
     Raises:
         OptionalImportError: when matplotlib or pandas is not installed.
@@ -108,6 +110,7 @@ class ReliabilityDiagramSaver:
         tag: str = "reliability",
         num_sub_bins: int | None = None,
         dpi: int = 100,
+        title: str | None = None,
     ) -> None:
         if not (_has_mpl and _has_agg):
             raise OptionalImportError("ReliabilityDiagramSaver needs matplotlib (pip install 'matplotlib>=3.7').")
@@ -132,6 +135,7 @@ class ReliabilityDiagramSaver:
         self.summary_writer = summary_writer
         self.find_writer = find_writer
         self.tag, self.dpi = tag, dpi
+        self.title = None if title in (None, "") else str(title)
         self.histogram = CalibrationHistogram(int(num_classes), num_sub_bins=sub)
         self.last_curve: Any = None  # the ReliabilityCurve of the last completed epoch (all classes)
         self.last_ece: dict[str, float] = {}
@@ -224,8 +228,9 @@ class ReliabilityDiagramSaver:
             curves, eces, full = self._curves()
         self.last_curve, self.last_ece = full, eces
         os.makedirs(self.output_dir, exist_ok=True)
-        rel = plot_reliability_diagram(curves, ece=eces, title=f"Reliability (epoch {epoch})")
-        hist = plot_probability_histogram(curves, title=f"Predicted probabilities (epoch {epoch})")
+        what = f": {self.title}" if self.title else ""
+        rel = plot_reliability_diagram(curves, ece=eces, title=f"Reliability{what} (epoch {epoch})")
+        hist = plot_probability_histogram(curves, title=f"Predicted probabilities{what} (epoch {epoch})")
         save_figure(rel, os.path.join(self.output_dir, "reliability.png"), dpi=self.dpi)
         save_figure(hist, os.path.join(self.output_dir, "probability_histogram.png"), dpi=self.dpi)
         records = [r for r in full.to_records() if self.mode == "top_label" or r["class"] in self.classes]

@@ -248,9 +248,11 @@ def plot_reliability_diagram(
     dpi: int = 100,
     panel_size: tuple[float, float] = (4.0, 4.0),
     ncols: int | None = None,
+    show_counts: bool = True,
 ) -> Figure:
     """Reliability diagram: observed frequency per bin as bars against the diagonal, the gap to the bin's mean
-    confidence shaded, ECE in the title; several models side by side (one panel each) or overlaid as lines.
+    confidence shaded, ECE in the title, the number of voxels of each bin above its bar (so a bin of a few hundred
+    voxels is not read like one of 10^7); several models side by side (one panel each) or overlaid as lines.
 
     Args:
         curves: one curve (see :func:`as_reliability_data`), a mapping ``{model name: curve}`` or a list of curves.
@@ -264,6 +266,7 @@ def plot_reliability_diagram(
         dpi: resolution of the saved PNG.
         panel_size: size of one panel in inches.
         ncols: panels per row (default: all in one row); further models wrap onto new rows.
+        show_counts: write each non-empty bin's voxel count above its bar (bar panels only).
 
     Returns:
         The matplotlib ``Figure`` (Agg canvas). Bars of panel ``i`` are ``fig.axes[i].containers`` labelled
@@ -315,6 +318,11 @@ def plot_reliability_diagram(
             linewidth=0.6,
             label="Gap",
         )
+        if show_counts:
+            for x, h, n in zip(centers[nz], heights[nz], data.count[nz], strict=True):
+                # vertical, small, kept inside the panel: many bins are narrow
+                ax.text(x, min(float(h), 0.8) + 0.02, _short_count(int(n)), rotation=90, fontsize=6,
+                        ha="center", va="bottom", color="dimgray")  # fmt: skip
         ax.set_title(f"{name}\n{eces[i]}" if name else eces[i], fontsize=10)
     for ax in axes:
         ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="Perfect calibration")
@@ -331,6 +339,15 @@ def plot_reliability_diagram(
     if save_path is not None:
         save_figure(fig, save_path, dpi=dpi)
     return fig
+
+
+def _short_count(n: int) -> str:
+    """``950``, ``12k``, ``3.4M``, ``1.2G``: a voxel count in at most four characters."""
+    for size, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if n >= size:
+            v = n / size
+            return f"{v:.1f}{suffix}" if v < 10 else f"{v:.0f}{suffix}"
+    return str(n)
 
 
 def _ece_labels(named: list[tuple[str, ReliabilityData]], ece: Any) -> list[str]:

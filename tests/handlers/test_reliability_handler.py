@@ -274,3 +274,16 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     np.testing.assert_allclose(table["confidence"], conf, atol=1e-12)
     np.testing.assert_allclose(table["frequency"], freq, atol=1e-12)
     np.testing.assert_allclose(table["ece"], ece15, atol=1e-12)
+
+
+def test_title_names_what_the_figures_show(tmp_path):
+    writer = StubWriter()
+    _run(_batches(), ReliabilityDiagramSaver(tmp_path, summary_writer=writer, title="dice + meep_kl, test"))
+    titles = [fig._suptitle.get_text() for _, fig, _ in writer.figures]
+    assert titles == [
+        "Reliability: dice + meep_kl, test (epoch 1)",
+        "Predicted probabilities: dice + meep_kl, test (epoch 1)",
+    ]
+    writer = StubWriter()
+    _run(_batches(), ReliabilityDiagramSaver(tmp_path / "plain", summary_writer=writer))
+    assert writer.figures[0][1]._suptitle.get_text() == "Reliability (epoch 1)"

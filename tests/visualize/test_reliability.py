@@ -230,3 +230,18 @@ def test_panels_wrap_into_rows_of_ncols():
     assert len(hist.axes) == 7 and hist.get_size_inches()[1] == pytest.approx(2 * 3.0)
     # the default stays one row
     assert len({ax.get_subplotspec().rowspan.start for ax in plot_reliability_diagram([curve, curve]).axes}) == 1
+
+
+def test_bin_counts_written_above_the_bars():
+    p, y = _data(3, n=5000)
+    curve = reliability_curve(p, y, num_bins=10)
+    counts = as_reliability_data(curve).count
+    texts = [t.get_text() for t in plot_reliability_diagram(curve).axes[0].texts]
+    assert texts == [rel_module._short_count(int(n)) for n in counts if n > 0] and len(texts) == 10
+    assert len(plot_reliability_diagram(curve, show_counts=False).axes[0].texts) == 0
+    assert [rel_module._short_count(n) for n in (950, 12_345, 3_400_000, 12_000_000_000)] == [
+        "950",
+        "12k",
+        "3.4M",
+        "12G",
+    ]

@@ -319,10 +319,12 @@ def plot_reliability_diagram(
             label="Gap",
         )
         if show_counts:
-            for x, h, n in zip(centers[nz], heights[nz], data.count[nz], strict=True):
-                # vertical, small, kept inside the panel: many bins are narrow
-                ax.text(x, min(float(h), 0.8) + 0.02, _short_count(int(n)), rotation=90, fontsize=6,
-                        ha="center", va="bottom", color="dimgray")  # fmt: skip
+            tops = np.maximum(heights, np.nan_to_num(data.confidence))  # above the bar and its gap
+            for x, top, n in zip(centers[nz], tops[nz], data.count[nz], strict=True):
+                # vertical and small (bins are narrow), on a light box so the hatching does not hide it
+                box = {"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}
+                ax.text(x, min(float(top), 0.84) + 0.02, _short_count(int(n)), rotation=90, fontsize=6, ha="center",
+                        va="bottom", bbox=box)  # fmt: skip
         ax.set_title(f"{name}\n{eces[i]}" if name else eces[i], fontsize=10)
     for ax in axes:
         ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="Perfect calibration")

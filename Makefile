@@ -14,7 +14,7 @@ test:  ## the test suite (the same command CI runs)
 	$(PY) -m pytest -q
 
 lint:
-	ruff check .
+	ruff check . && ruff format --check .
 
 format:
 	ruff format . && ruff check --fix .

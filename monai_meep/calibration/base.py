@@ -317,12 +317,19 @@ def _check_header(state: Any, where: str) -> None:
     if missing:
         raise ValueError(f"{where} lacks the keys {missing}.")
     # the types first: num_classes "2" compared with 2 used to read "fitted for 2 classes, expected 2"
-    types = {"kind": (str,), "num_classes": (int,), "activation": (str,), "params": (dict,), "config": (dict,),
-             "fit_info": (dict,)}
+    types = {
+        "kind": (str,),
+        "num_classes": (int,),
+        "activation": (str,),
+        "params": (dict,),
+        "config": (dict,),
+        "fit_info": (dict,),
+    }
     for key, allowed in types.items():
         if key in state and (isinstance(state[key], bool) or not isinstance(state[key], allowed)):
-            raise TypeError(f"{where}: key {key!r} must be {allowed[0].__name__}, got {state[key]!r} "
-                            f"({type(state[key]).__name__}).")
+            raise TypeError(
+                f"{where}: key {key!r} must be {allowed[0].__name__}, got {state[key]!r} ({type(state[key]).__name__})."
+            )
 
 
 def load_calibrator(path: str | os.PathLike, num_classes: int | None = None) -> Calibrator:

@@ -212,12 +212,15 @@ class IsotonicCalibration(Calibrator):
             except (TypeError, ValueError) as e:
                 raise TypeError(f"params 'x'[{t}] / 'y'[{t}] must be lists of numbers ({e}).") from e
             if a.ndim != 1 or a.shape != b.shape or a.size == 0:
-                raise ValueError(f"params 'x'[{t}] and 'y'[{t}] must be non-empty flat lists of equal length, got "
-                                 f"shapes {a.shape} and {b.shape}.")
+                raise ValueError(
+                    f"params 'x'[{t}] and 'y'[{t}] must be non-empty flat lists of equal length, got "
+                    f"shapes {a.shape} and {b.shape}."
+                )
             for key, v in (("x", a), ("y", b)):  # both are probabilities: the curve maps [0, 1] onto [0, 1]
                 if not np.all(np.isfinite(v)) or not np.all((v >= 0) & (v <= 1)):
-                    raise ValueError(f"params {key!r}[{t}] must be finite values in [0, 1], got min {v.min()!r}, "
-                                     f"max {v.max()!r}.")
+                    raise ValueError(
+                        f"params {key!r}[{t}] must be finite values in [0, 1], got min {v.min()!r}, max {v.max()!r}."
+                    )
             if not np.all(np.diff(a) > 0):
                 raise ValueError(f"params 'x'[{t}] must be strictly increasing.")
             if not np.all(np.diff(b) >= 0):

@@ -61,8 +61,9 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _ensure_phantom(task: str, target: Path, num_subjects: int, seed: int, scale: float,
-                    workers: int | None = None) -> Path:
+def _ensure_phantom(
+    task: str, target: Path, num_subjects: int, seed: int, scale: float, workers: int | None = None
+) -> Path:
     """Generate the phantom into ``target`` unless a complete one is there: temp dir, then ``os.replace``."""
     marker = target / "phantom.json"
     params = {"task": task, "num_subjects": num_subjects, "seed": seed, "scale": scale, "version": PHANTOM_VERSION}
@@ -70,8 +71,10 @@ def _ensure_phantom(task: str, target: Path, num_subjects: int, seed: int, scale
         with _file_lock(target.parent / f".{target.name}.lock"):
             if not marker.is_file():
                 if target.is_dir() and any(target.iterdir()):
-                    raise ValueError(f"{target} exists, is not empty and holds no phantom.json; expected an empty "
-                                     f"or missing folder to generate the {task} phantom into.")
+                    raise ValueError(
+                        f"{target} exists, is not empty and holds no phantom.json; expected an empty "
+                        f"or missing folder to generate the {task} phantom into."
+                    )
                 from .phantoms import generate_la_phantom, generate_wmh_phantom
 
                 gen = generate_wmh_phantom if task == "wmh" else generate_la_phantom
@@ -123,8 +126,10 @@ def load_datalist_file(path: str | os.PathLike, root: str | os.PathLike | None =
             raise FileNotFoundError(f"Missing file {full}: named by the datalist file {path}.")
         return str(full)
 
-    return {k: [{kk: (resolve(v) if kk in ("image", "label") else v) for kk, v in it.items()} for it in split[k]]
-            for k in _KEYS}
+    return {
+        k: [{kk: (resolve(v) if kk in ("image", "label") else v) for kk, v in it.items()} for it in split[k]]
+        for k in _KEYS
+    }
 
 
 def prepare_dataset(
@@ -180,8 +185,11 @@ def prepare_dataset(
         raise ValueError(f"Unknown split {split!r}; expected 'paper' or 'loso'.")
     if split == "loso" and task != "wmh":
         raise ValueError("split='loso' (leave one site out) needs several sites: WMH only.")
-    phantom = dataset_dir in (None, "") or not Path(dataset_dir).exists() or (
-        Path(dataset_dir).is_dir() and not any(Path(dataset_dir).iterdir()))
+    phantom = (
+        dataset_dir in (None, "")
+        or not Path(dataset_dir).exists()
+        or (Path(dataset_dir).is_dir() and not any(Path(dataset_dir).iterdir()))
+    )
     if phantom:
         if dataset_dir not in (None, ""):
             warnings.warn(f"dataset_dir {dataset_dir} is missing or empty: using the {task} phantom instead.")
@@ -219,8 +227,16 @@ def prepare_dataset(
     else:
         digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
         record = cache_root() / "datalists" / f"{root.name}-{digest}-{name}"
-    doc = {"format": "monai_meep-datalist-1", "task": task, "layout": layout, "split": split, "seed": int(seed),
-           "held_out_site": held_out_site, "root": str(root), "phantom": phantom}
+    doc = {
+        "format": "monai_meep-datalist-1",
+        "task": task,
+        "layout": layout,
+        "split": split,
+        "seed": int(seed),
+        "held_out_site": held_out_site,
+        "root": str(root),
+        "phantom": phantom,
+    }
     doc.update({k: [_rel(it, root) for it in parts[k]] for k in _KEYS})
     try:
         with atomic_open(record) as fh:

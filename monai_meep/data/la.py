@@ -62,13 +62,16 @@ def read_uamt_lists(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     _refuse_duplicates(test, f"{root / 'test.list'}")
     both = sorted(set(train) & set(test))
     if both:
-        raise ValueError(f"Subject(s) {', '.join(both)} listed in both train.list and test.list under {root}; a test "
-                         f"subject must not be trained on.")
+        raise ValueError(
+            f"Subject(s) {', '.join(both)} listed in both train.list and test.list under {root}; a test "
+            f"subject must not be trained on."
+        )
     return train, test
 
 
-def _check_pair(image: str, label: str, image_ds: str = "image", label_ds: str = "image",
-                mode: str | None = "header") -> None:
+def _check_pair(
+    image: str, label: str, image_ds: str = "image", label_ds: str = "image", mode: str | None = "header"
+) -> None:
     if mode is None:
         return
     (s1, a1), (s2, a2) = volume_header(image, image_ds), volume_header(label, label_ds)
@@ -76,8 +79,10 @@ def _check_pair(image: str, label: str, image_ds: str = "image", label_ds: str =
     if tuple(s1) != tuple(s2):
         raise ValueError(f"Shape mismatch in {where}: image {s1} vs label {s2}; expected the same grid.")
     if not np.allclose(a1, a2, rtol=1e-4, atol=1e-3):
-        raise ValueError(f"Affine mismatch in {where}: image {np.round(a1, 4).tolist()} vs label "
-                         f"{np.round(a2, 4).tolist()}; expected the same grid.")
+        raise ValueError(
+            f"Affine mismatch in {where}: image {np.round(a1, 4).tolist()} vs label "
+            f"{np.round(a2, 4).tolist()}; expected the same grid."
+        )
     if mode == "full":
         load_volume(image, image_ds)
         check_label_values(load_volume(label, label_ds)[0], LA_LABELS, label if image != label else f"{label}:label")
@@ -128,8 +133,9 @@ def la_datalist(root: str | os.PathLike, check: bool | str = True) -> list[dict]
         source = root / "dataset.json"
         bad = next((e for e in entries if not isinstance(e, dict) or not {"image", "label"} <= set(e)), None)
         if bad is not None:
-            raise ValueError(f"Entry {bad!r} of the 'training' list of {source} is not an object with 'image' and "
-                             f"'label'.")
+            raise ValueError(
+                f"Entry {bad!r} of the 'training' list of {source} is not an object with 'image' and 'label'."
+            )
         _refuse_duplicates([Path(str(e.get("image", ""))).name.split(".")[0] for e in entries], str(source))
         for e in entries:
             image, label = (resolve_inside(root, str(e[k]), source) for k in ("image", "label"))
@@ -137,15 +143,21 @@ def la_datalist(root: str | os.PathLike, check: bool | str = True) -> list[dict]
                 if not p.is_file():
                     raise FileNotFoundError(f"Missing file {p}: listed in {source}.")
             _check_pair(str(image), str(label), mode=mode)
-            items.append({"image": str(image), "label": str(label), "subject": image.name.split(".")[0],
-                          "site": "decathlon"})
+            items.append(
+                {"image": str(image), "label": str(label), "subject": image.name.split(".")[0], "site": "decathlon"}
+            )
     if not items:
         raise ValueError(f"Empty LA data set under {root}: the lists / dataset.json name no subject.")
     return items
 
 
-def la_split(items: list[dict], seed: int = 0, test_subjects: list[str] | None = None,
-             test_fraction: float = 0.2, val_fraction: float = 0.05) -> dict[str, list[dict]]:
+def la_split(
+    items: list[dict],
+    seed: int = 0,
+    test_subjects: list[str] | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.05,
+) -> dict[str, list[dict]]:
     """Deterministic LA split: the given test subjects (UA-MT ``test.list``) or a seeded 20 %; then 5 % of the
     training subjects (at least one) for validation.
 
@@ -169,5 +181,8 @@ def la_split(items: list[dict], seed: int = 0, test_subjects: list[str] | None =
     rest = [rest[i] for i in rng.permutation(len(rest))]
     n_val = max(1, int(round(val_fraction * len(rest))))
     key = lambda it: it["subject"]  # noqa: E731
-    return {"training": sorted(rest[n_val:], key=key), "validation": sorted(rest[:n_val], key=key),
-            "test": sorted(test, key=key)}
+    return {
+        "training": sorted(rest[n_val:], key=key),
+        "validation": sorted(rest[:n_val], key=key),
+        "test": sorted(test, key=key),
+    }

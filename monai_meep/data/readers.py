@@ -99,8 +99,10 @@ def _read_h5(path: Path, dataset: str, fallback_spacing: np.ndarray, read_data: 
                 )
             ds = f[dataset]
             # The dataset's own spacing, else the image's (one grid per file), else the file's, else the default.
-            spacing = next((src.attrs["spacing"] for src in (ds, f.get("image", ds), f) if "spacing" in src.attrs),
-                           fallback_spacing)
+            spacing = next(
+                (src.attrs["spacing"] for src in (ds, f.get("image", ds), f) if "spacing" in src.attrs),
+                fallback_spacing,
+            )
             spacing = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,)).copy()
             if ds.ndim != 3:
                 raise ValueError(f"{path}:{dataset} has shape {ds.shape}; expected a 3D volume.")
@@ -173,8 +175,10 @@ def check_label_values(label, allowed: Sequence[int], where: str) -> None:
     if bad.size:
         shown = ", ".join(f"{v:g}" for v in bad[:8]) + (", ..." if bad.size > 8 else "")
         expected = "{" + ", ".join(str(int(v)) for v in allowed) + "}"
-        raise ValueError(f"{where}: label values {shown} outside the task's label set {expected}; expected integer "
-                         f"class labels (a float or resampled label must be rounded first).")
+        raise ValueError(
+            f"{where}: label values {shown} outside the task's label set {expected}; expected integer "
+            f"class labels (a float or resampled label must be rounded first)."
+        )
 
 
 def resolve_inside(root: str | os.PathLike, entry: str, source: str | os.PathLike) -> Path:
@@ -189,8 +193,10 @@ def resolve_inside(root: str | os.PathLike, entry: str, source: str | os.PathLik
     base = os.path.normpath(os.path.abspath(root))
     full = os.path.normpath(os.path.join(base, str(entry)))
     if os.path.commonpath([base, full]) != base:
-        raise ValueError(f"Entry {entry!r} of {source} resolves to {full}, outside the data root {base}; list "
-                         f"entries must be paths inside the root.")
+        raise ValueError(
+            f"Entry {entry!r} of {source} resolves to {full}, outside the data root {base}; list "
+            f"entries must be paths inside the root."
+        )
     return Path(full)
 
 
@@ -206,5 +212,6 @@ def parse_check(check: bool | str) -> str | None:
         return "header"
     if check == "full":
         return "full"
-    raise ValueError(f"check must be True / 'header' (read headers), 'full' (read every voxel) or False, got "
-                     f"{check!r}.")
+    raise ValueError(
+        f"check must be True / 'header' (read headers), 'full' (read every voxel) or False, got {check!r}."
+    )

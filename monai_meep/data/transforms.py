@@ -176,8 +176,15 @@ def wmh_transforms(
         xs += [
             SpatialPadd(keys=keys, spatial_size=patch),
             # ratios per class 0 / 1 / 2: never centre a patch on "other pathology".
-            RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=patch, num_classes=3,
-                                    ratios=[1.0 - pos_prob, pos_prob, 0.0], num_samples=int(num_samples), warn=False),
+            RandCropByLabelClassesd(
+                keys=keys,
+                label_key="label",
+                spatial_size=patch,
+                num_classes=3,
+                ratios=[1.0 - pos_prob, pos_prob, 0.0],
+                num_samples=int(num_samples),
+                warn=False,
+            ),
             RandFlipd(keys=keys, prob=0.5, spatial_axis=0),  # left-right
         ]
     return Compose(xs)
@@ -204,8 +211,10 @@ def la_transforms(mode: str = "train", crop_size: Sequence[int] = LA_CROP_SIZE) 
     # to MONAI's default readers.
     xs = [LoadVolumed(keys="image", reader=LAH5Reader("image"), image_only=True)]
     if mode != "infer":
-        xs += [LoadVolumed(keys="label", reader=LAH5Reader("label"), image_only=True),
-               CheckLabelValuesd("label", LA_LABELS)]
+        xs += [
+            LoadVolumed(keys="label", reader=LAH5Reader("label"), image_only=True),
+            CheckLabelValuesd("label", LA_LABELS),
+        ]
     xs += [
         EnsureChannelFirstd(keys=keys),
         NormalizeIntensityd(keys="image"),
@@ -222,4 +231,3 @@ def la_transforms(mode: str = "train", crop_size: Sequence[int] = LA_CROP_SIZE) 
     elif mode == "eval":
         xs += [SpatialPadd(keys=keys, spatial_size=crop), CenterSpatialCropd(keys=keys, roi_size=crop)]
     return Compose(xs)
-

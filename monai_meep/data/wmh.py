@@ -73,8 +73,10 @@ def wmh_datalist(root: str | os.PathLike, check: bool | str = True) -> list[dict
     # without a word (6 subjects become 5), so a label without its pre/ folder is an error naming the subject.
     for label in sorted(root.rglob("wmh.nii.gz")):
         if not (label.parent / "pre").is_dir():
-            raise FileNotFoundError(f"WMH subject {label.parent.relative_to(root).as_posix()} under {root} has "
-                                    f"{label.name} but no pre/ folder; each subject needs {WMH_EXPECTED}.")
+            raise FileNotFoundError(
+                f"WMH subject {label.parent.relative_to(root).as_posix()} under {root} has "
+                f"{label.name} but no pre/ folder; each subject needs {WMH_EXPECTED}."
+            )
     items = []
     for pre in sorted(p for p in root.rglob("pre") if p.is_dir()):
         subj = pre.parent
@@ -88,8 +90,14 @@ def wmh_datalist(root: str | os.PathLike, check: bool | str = True) -> list[dict
             volumes = [load_volume(p)[0] for p in paths]
             check_label_values(volumes[-1], WMH_LABELS, str(paths[-1]))
         site = subj.parent.relative_to(root).as_posix()
-        items.append({"image": [str(paths[0]), str(paths[1])], "label": str(paths[2]), "subject": subj.name,
-                      "site": site if site != "." else "unknown"})
+        items.append(
+            {
+                "image": [str(paths[0]), str(paths[1])],
+                "label": str(paths[2]),
+                "subject": subj.name,
+                "site": site if site != "." else "unknown",
+            }
+        )
     if not items:
         raise ValueError(f"Empty WMH data set: no subject folder under {root}; expected {WMH_EXPECTED}.")
     return sorted(items, key=lambda it: (it["site"], _id_key(it["subject"])))
@@ -110,8 +118,12 @@ def _allocate(total: int, sizes: list[int]) -> list[int]:
 
 
 def wmh_split(
-    items: list[dict], seed: int = 0, split: str = "paper", held_out_site: str | None = None,
-    test_fraction: float = 0.25, val_fraction: float = 0.05,
+    items: list[dict],
+    seed: int = 0,
+    split: str = "paper",
+    held_out_site: str | None = None,
+    test_fraction: float = 0.25,
+    val_fraction: float = 0.05,
 ) -> dict[str, list[dict]]:
     """Deterministic WMH split, stratified by site.
 
@@ -125,8 +137,7 @@ def wmh_split(
     sites = sorted({it["site"] for it in items})
     rng = np.random.default_rng(int(seed))
     # Sort first so the split depends on the seed and the subject set only, not on the listing order.
-    by_site = {s: sorted((it for it in items if it["site"] == s), key=lambda it: _id_key(it["subject"]))
-               for s in sites}
+    by_site = {s: sorted((it for it in items if it["site"] == s), key=lambda it: _id_key(it["subject"])) for s in sites}
     by_site = {s: [v[i] for i in rng.permutation(len(v))] for s, v in by_site.items()}
     test: list[dict] = []
     if split == "paper":
@@ -147,8 +158,12 @@ def wmh_split(
     else:
         raise ValueError(f"Unknown split {split!r}; expected 'paper' or 'loso'.")
     n_left = sum(len(by_site[s]) for s in sites)
-    n_val = _allocate(max(1, int(round(val_fraction * (len(items))))) if split == "paper"
-                      else max(1, int(round(val_fraction * n_left))), [len(by_site[s]) for s in sites])
+    n_val = _allocate(
+        max(1, int(round(val_fraction * (len(items)))))
+        if split == "paper"
+        else max(1, int(round(val_fraction * n_left))),
+        [len(by_site[s]) for s in sites],
+    )
     val, train = [], []
     for s, k in zip(sites, n_val, strict=False):
         val += by_site[s][:k]

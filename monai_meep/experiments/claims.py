@@ -4,7 +4,7 @@
 
 A claim is a set of comparisons (row vs reference) on some metrics. For a claim that a row is **better**, a
 comparison *holds* when its 95 % interval excludes 0 on the better side and is *contradicted* when it excludes 0 on
-the worse side (design section 9). For a claim that a row is **no worse** (MEEP "does not degrade" DSC or HD), a
+the worse side (docs/results.md). For a claim that a row is **no worse** (MEEP "does not degrade" DSC or HD), a
 comparison *holds* when the whole interval stays above a stated non-inferiority margin (a loss of at most DSC 0.01,
 or HD 5 % of the reference mean), is *contradicted* when the whole interval lies beyond it (a loss larger than the
 margin), and is *inconclusive* otherwise; a loss smaller than the margin therefore does not contradict the claim even

@@ -3,9 +3,9 @@
 """Build the paper's training losses by name: a MONAI base loss, optionally wrapped in a MEEP regulariser.
 
 ``build_loss(base, regularizer, weight=None, task=...)`` is what the bundles call; ``weight=None`` takes the paper's
-lambda for the task and base loss (design section 2). All losses expect ``(B, 2, *spatial)`` logits (softmax over 2
-channels) and index targets ``(B, 1, *spatial)``; voxels labelled ``ignore_index`` (WMH label 2) are left out of the
-base loss and of the regulariser's error set.
+lambda for the task and base loss (the paper, section 3; docs/bundles.md). All losses expect ``(B, 2, *spatial)``
+logits (softmax over 2 channels) and index targets ``(B, 1, *spatial)``; voxels labelled ``ignore_index`` (WMH label
+2) are left out of the base loss and of the regulariser's error set.
 """
 
 from __future__ import annotations

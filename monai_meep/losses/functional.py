@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """The MEEP regularisers as functions of logits: the maths, activation-aware, for any framework.
 
-Definitions follow design section 2 (Larrazabal et al., MICCAI 2023):
+Definitions follow the paper (Larrazabal et al., MICCAI 2023, Eqs. 1-2; docs/losses.md):
 
 * the misclassified set ``W``: softmax: voxels whose ``argmax_k z`` differs from the label; sigmoid: (channel, voxel)
   pairs whose ``z > 0`` (i.e. ``p > 0.5``) differs from the binary label. Voxels labelled ``ignore_index`` are never
@@ -175,7 +175,7 @@ def _validate_values(
         )
     if not index and target is not None and flags[1]:
         values = torch.unique(target).tolist()
-        rule = ("one 1 per voxel, 0 elsewhere" if activation == "softmax" else "values in [0, 1]")
+        rule = "one 1 per voxel, 0 elsewhere" if activation == "softmax" else "values in [0, 1]"
         ignore = "" if ignore_index is None else f" (voxels ignored by ignore_index={ignore_index} excepted)"
         raise ValueError(
             f"one-hot target of shape {tuple(target.shape)} must hold {rule}{ignore} for {activation} logits of "

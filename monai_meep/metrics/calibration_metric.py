@@ -154,8 +154,10 @@ class _HistogramMetric(CumulativeIterationMetric):
         """A batch of size 0 scores no image: a ``(0, K)`` table, as MONAI's metrics return for an empty batch (the
         pooled histogram stays as it was). ``y`` must be empty too."""
         if not isinstance(y, torch.Tensor) or y.ndim != y_pred.ndim or y.shape[0] != 0:
-            raise ValueError(f"y_pred has batch size 0 but y has shape {tuple(getattr(y, 'shape', ()))}; expected an "
-                             f"empty batch of the same layout.")
+            raise ValueError(
+                f"y_pred has batch size 0 but y has shape {tuple(getattr(y, 'shape', ()))}; expected an "
+                f"empty batch of the same layout."
+            )
         with warnings.catch_warnings():  # K from scoring an empty histogram, whose NaN warning means nothing here
             warnings.simplefilter("ignore")
             k = self._score(self._new_histogram(num_classes)).numel()

@@ -2,9 +2,9 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """The field's calibration conventions as options: which voxels are scored (regions) and the published presets.
 
-The same predictions give different ECE numbers under the conventions in use (design brief, section 8), so a report
-has to say which one it follows. This module names them once, for the report (:mod:`monai_meep.report`) and any
-later user:
+The same predictions give different ECE numbers under the conventions in use (docs/report.md, "What is computed"),
+so a report has to say which one it follows. This module names them once, for the report (:mod:`monai_meep.report`)
+and any later user:
 
 - :class:`Region`: ``all`` voxels of the volume (the MEEP paper), ``foreground`` (ground-truth foreground only, the
   MbLS / NACL / SVLS convention) or ``boundary`` (voxels within ``band_mm`` of the ground-truth surface);

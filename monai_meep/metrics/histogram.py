@@ -82,12 +82,15 @@ def _check_state(st: Mapping[str, torch.Tensor]) -> None:
     # a probability sum over n voxels is at most n (slack for float64 rounding)
     for s_key, n_key in (("prob_sums", "counts"), ("top_conf_sums", "top_counts")):
         if bool((st[s_key] > st[n_key].double() * (1 + 1e-9) + 1e-9).any()):
-            raise ValueError(f"state[{s_key!r}] exceeds state[{n_key!r}]; a sum of probabilities over n voxels is "
-                             f"<= n.")
+            raise ValueError(
+                f"state[{s_key!r}] exceeds state[{n_key!r}]; a sum of probabilities over n voxels is <= n."
+            )
     totals = st["counts"].sum(1)
     if bool((totals != totals[0]).any()) or int(st["top_counts"].sum()) != int(totals[0]):
-        raise ValueError(f"state['counts'] rows sum to {totals.tolist()} and state['top_counts'] to "
-                         f"{int(st['top_counts'].sum())}; every voxel is counted once per class and once top-label.")
+        raise ValueError(
+            f"state['counts'] rows sum to {totals.tolist()} and state['top_counts'] to "
+            f"{int(st['top_counts'].sum())}; every voxel is counted once per class and once top-label."
+        )
 
 
 class CalibrationHistogram:
@@ -237,8 +240,11 @@ class CalibrationHistogram:
             if v.shape != z.shape:
                 raise ValueError(f"state[{k!r}] has shape {tuple(v.shape)}, expected {tuple(z.shape)}.")
             integer = k in _INT_FIELDS
-            ok = (not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool) if integer \
+            ok = (
+                (not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool)
+                if integer
                 else v.is_floating_point()
+            )
             if not ok:
                 kind = "an integer" if integer else "a floating"
                 raise TypeError(f"state[{k!r}] must be {kind} tensor ({z.dtype}), got {v.dtype}.")

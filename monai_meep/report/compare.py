@@ -1,6 +1,8 @@
 # Copyright (c) monai_meep developers.
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Several models' reports side by side, with the paired statistics of design section 9.
+"""Several models' reports side by side, with the paired statistics of the tables.
+
+The statistics are :mod:`monai_meep.experiments.stats`'s (docs/results.md).
 
 Each model after the first is compared with the first (the reference) on the cases both scored: per metric, the
 mean paired difference (model minus reference), its 95 % bootstrap interval over cases, the Wilcoxon signed-rank

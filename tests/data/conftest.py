@@ -31,8 +31,9 @@ def write_nifti(path: Path, data: np.ndarray, spacing=(0.96, 0.96, 3.0), dtype=n
     return path
 
 
-def make_wmh_tree(root: Path, sites=("Utrecht", "Singapore", "Amsterdam/GE3T"), per_site=2, shape=(12, 10, 6),
-                  seed=0) -> Path:
+def make_wmh_tree(
+    root: Path, sites=("Utrecht", "Singapore", "Amsterdam/GE3T"), per_site=2, shape=(12, 10, 6), seed=0
+) -> Path:
     """A small WMH challenge tree: FLAIR = 100 + noise, T1 = -100 + noise (so channel order is testable)."""
     rng = np.random.default_rng(seed)
     sid = 0
@@ -79,6 +80,7 @@ def make_decathlon_tree(root: Path, n=5, shape=(16, 16, 10), seed=0) -> Path:
         write_nifti(root / "labelsTr" / name, lab, spacing=(1.25, 1.25, 1.37), dtype=np.uint8)
         entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     (root / "imagesTr" / "._la_000.nii.gz").write_bytes(b"junk")
-    (root / "dataset.json").write_text(json.dumps({"name": "LeftAtrium", "numTraining": n, "training": entries,
-                                                   "test": []}))
+    (root / "dataset.json").write_text(
+        json.dumps({"name": "LeftAtrium", "numTraining": n, "training": entries, "test": []})
+    )
     return root

@@ -17,8 +17,13 @@ def test_wmh_challenge_tree(tmp_path):
     root = make_wmh_tree(tmp_path / "wmh")
     items = wmh_datalist(root)
     assert [(it["site"], it["subject"]) for it in items] == [
-        ("Amsterdam/GE3T", "4"), ("Amsterdam/GE3T", "5"), ("Singapore", "2"), ("Singapore", "3"),
-        ("Utrecht", "0"), ("Utrecht", "1")]
+        ("Amsterdam/GE3T", "4"),
+        ("Amsterdam/GE3T", "5"),
+        ("Singapore", "2"),
+        ("Singapore", "3"),
+        ("Utrecht", "0"),
+        ("Utrecht", "1"),
+    ]
     it = items[0]
     assert it["image"][0].endswith("pre/FLAIR.nii.gz") and it["image"][1].endswith("pre/T1.nii.gz")
     d = wmh_transforms("eval")(it)

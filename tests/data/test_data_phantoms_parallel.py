@@ -18,8 +18,11 @@ TINY = 0.1  # the smallest grids the generators allow; the pool start-up dominat
 
 def _tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` by relative path (hashes, not ``filecmp``, so contents are compared)."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # Each pool start costs seconds (every spawned worker imports torch / MONAI), so each test starts one pool only.

@@ -17,8 +17,9 @@ KEYS = ("training", "validation", "test")
 
 
 def _wmh_items(per_site=20, sites=("GE3T", "Singapore", "Utrecht")):
-    return [{"image": ["f", "t"], "label": "l", "subject": f"{s}{i}", "site": s} for s in sites
-            for i in range(per_site)]
+    return [
+        {"image": ["f", "t"], "label": "l", "subject": f"{s}{i}", "site": s} for s in sites for i in range(per_site)
+    ]
 
 
 def _ids(split):
@@ -93,8 +94,10 @@ def test_la_uamt_prepare_uses_test_list(tmp_path):
 def test_prepare_generates_phantom_once(tmp_path, monkeypatch):
     monkeypatch.setenv("MONAI_MEEP_CACHE", str(tmp_path / "cache"))
     results = []
-    threads = [threading.Thread(target=lambda: results.append(prepare_dataset("la", "", num_subjects=4, scale=0.15)))
-               for _ in range(2)]  # two "ranks" racing: the lock + atomic rename keep one complete copy
+    threads = [
+        threading.Thread(target=lambda: results.append(prepare_dataset("la", "", num_subjects=4, scale=0.15)))
+        for _ in range(2)
+    ]  # two "ranks" racing: the lock + atomic rename keep one complete copy
     for t in threads:
         t.start()
     for t in threads:
@@ -111,8 +114,7 @@ def test_prepare_generates_phantom_once(tmp_path, monkeypatch):
 
 
 def test_prepare_into_explicit_cache_dir_and_loso(tmp_path):
-    dl = prepare_dataset("wmh", None, tmp_path / "ph", num_subjects=6, scale=0.15, split="loso",
-                         held_out_site="GE3T")
+    dl = prepare_dataset("wmh", None, tmp_path / "ph", num_subjects=6, scale=0.15, split="loso", held_out_site="GE3T")
     assert {it["site"] for it in dl["test"]} == {"GE3T"} and len(dl["test"]) == 2
     assert (tmp_path / "ph" / "datalist_wmh_loso_GE3T_seed0.json").is_file()
     with pytest.raises(ValueError, match="requested"):  # same folder, different phantom parameters

@@ -28,8 +28,10 @@ def _lesion_volume(tmp_path, shape=(40, 40, 12)):
     label[5:8, 5:8, 2:4] = 1  # a small lesion
     label[20:36, 20:36, 2:10] = 2  # a large "other pathology" region
     write_nifti(subj / "wmh.nii.gz", label, dtype=np.uint8)
-    return {"image": [str(subj / "pre" / "FLAIR.nii.gz"), str(subj / "pre" / "T1.nii.gz")],
-            "label": str(subj / "wmh.nii.gz")}, label
+    return {
+        "image": [str(subj / "pre" / "FLAIR.nii.gz"), str(subj / "pre" / "T1.nii.gz")],
+        "label": str(subj / "wmh.nii.gz"),
+    }, label
 
 
 @pytest.mark.parametrize("pos_prob", [1.0, 0.0])

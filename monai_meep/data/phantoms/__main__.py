@@ -18,18 +18,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=None, help="number of subjects (default 60 wmh, 100 la)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="grid scale: voxels are (base spacing / scale)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="processes generating subjects in parallel (default: min(CPUs, subjects, 16), "
-                             "serial for a small phantom; 1 = serial); the output does not depend on it")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes generating subjects in parallel (default: min(CPUs, subjects, 16), "
+        "serial for a small phantom; 1 = serial); the output does not depend on it",
+    )
     parser.add_argument("--figure", action="store_true", help="also write phantom_<task>.png next to the data")
     args = parser.parse_args(argv)
     n = args.subjects if args.subjects is not None else (60 if args.task == "wmh" else 100)
     gen = generate_wmh_phantom if args.task == "wmh" else generate_la_phantom
     t0 = time.perf_counter()
-    out = gen(args.out, num_subjects=n, seed=args.seed, scale=args.scale, figure=args.figure,
-              workers=args.workers)
-    print(f"{args.task} phantom: {n} subjects, scale {args.scale:g}, seed {args.seed} -> {out} "
-          f"({time.perf_counter() - t0:.1f} s)")
+    out = gen(args.out, num_subjects=n, seed=args.seed, scale=args.scale, figure=args.figure, workers=args.workers)
+    print(
+        f"{args.task} phantom: {n} subjects, scale {args.scale:g}, seed {args.seed} -> {out} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
     return 0
 
 

@@ -95,8 +95,9 @@ def synthesize_la_subject(index: int, seed: int = 0, scale: float = 1.0) -> dict
     frame = lambda v: c_la + rot @ np.asarray(v, float)  # noqa: E731  (atrium frame -> volume mm)
     r_la = np.array([22.0, 17.0, 14.0]) * g(0.85, 1.15, 3)
     rough_sigma = 6.0 / h
-    body = _ellipsoid_sd(pts, c_la, r_la, rot @ rotation_matrix(np.deg2rad(g(-10, 10, 3))),
-                         0.08 * smooth_noise(shape, rng, rough_sigma))
+    body = _ellipsoid_sd(
+        pts, c_la, r_la, rot @ rotation_matrix(np.deg2rad(g(-10, 10, 3))), 0.08 * smooth_noise(shape, rng, rough_sigma)
+    )
 
     # Appendage: curved, tapering, anterior-left-superior, with a lobed tip.
     d_app = _unit(rot @ (np.array([-0.7, -0.6, 0.4]) + g(-0.2, 0.2, 3)))
@@ -167,8 +168,13 @@ def synthesize_la_subject(index: int, seed: int = 0, scale: float = 1.0) -> dict
     img = img * (1.0 - f_myo) + g(0.06, 0.14) * f_myo  # inversion time nulls healthy myocardium
     img = img * (1.0 - f_wall) + wall_int * f_wall
     pool_tex = 1.0 + 0.05 * smooth_noise(shape, rng, 4.0 / h)  # slow flow makes blood pools inhomogeneous
-    for f, level in ((f_ra, g(0.85, 1.0)), (f_ao, g(0.95, 1.15)), (f_da, g(0.9, 1.1)), (f_pa, g(0.85, 1.0)),
-                     (np.maximum(f_lv, f_mv), g(0.9, 1.1))):
+    for f, level in (
+        (f_ra, g(0.85, 1.0)),
+        (f_ao, g(0.95, 1.15)),
+        (f_da, g(0.9, 1.1)),
+        (f_pa, g(0.85, 1.0)),
+        (np.maximum(f_lv, f_mv), g(0.9, 1.1)),
+    ):
         img = img * (1.0 - f) + level * pool_tex * f
     img = img * (1.0 - f_la) + g(0.95, 1.05) * pool_tex * f_la
 

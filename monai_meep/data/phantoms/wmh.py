@@ -30,12 +30,42 @@ __all__ = ["generate_wmh_phantom", "WMH_SITES", "wmh_phantom_shape", "synthesize
 
 #: site name -> (first subject id, acquisition profile). Names and id offsets follow the challenge's training set.
 WMH_SITES: dict[str, dict] = {
-    "Utrecht": {"id0": 0, "gm": 1.30, "csf": 0.15, "lesion": 1.25, "t1_gm": 0.62, "noise": 0.030, "bias": 0.12,
-                "blur": 0.3, "level": 600.0, "gamma": 1.0},
-    "Singapore": {"id0": 50, "gm": 1.18, "csf": 0.25, "lesion": 0.95, "t1_gm": 0.70, "noise": 0.045, "bias": 0.20,
-                  "blur": 0.5, "level": 250.0, "gamma": 0.85},
-    "GE3T": {"id0": 100, "gm": 1.40, "csf": 0.10, "lesion": 1.45, "t1_gm": 0.58, "noise": 0.060, "bias": 0.28,
-             "blur": 0.7, "level": 1200.0, "gamma": 1.15},
+    "Utrecht": {
+        "id0": 0,
+        "gm": 1.30,
+        "csf": 0.15,
+        "lesion": 1.25,
+        "t1_gm": 0.62,
+        "noise": 0.030,
+        "bias": 0.12,
+        "blur": 0.3,
+        "level": 600.0,
+        "gamma": 1.0,
+    },
+    "Singapore": {
+        "id0": 50,
+        "gm": 1.18,
+        "csf": 0.25,
+        "lesion": 0.95,
+        "t1_gm": 0.70,
+        "noise": 0.045,
+        "bias": 0.20,
+        "blur": 0.5,
+        "level": 250.0,
+        "gamma": 0.85,
+    },
+    "GE3T": {
+        "id0": 100,
+        "gm": 1.40,
+        "csf": 0.10,
+        "lesion": 1.45,
+        "t1_gm": 0.58,
+        "noise": 0.060,
+        "bias": 0.28,
+        "blur": 0.7,
+        "level": 1200.0,
+        "gamma": 1.15,
+    },
 }
 _BASE_SHAPE = (192, 224, 60)
 _SLICE_FACTOR = 3  # FLAIR slices are 3x thicker than in-plane voxels
@@ -76,9 +106,17 @@ def _mni_base() -> dict:
     pv = 2 * np.argwhere((w2 > 0.8) & (vdist > 1.0) & (vdist < 8.0) & (depth > 15.0))
     deep = 2 * np.argwhere((w2 > 0.9) & (vdist > 12.0) & (depth > 10.0))
     other = 2 * np.argwhere((w2 + g2 > 0.9) & (vdist > 15.0) & (depth > 8.0))
-    return {"gm": gm, "wm": wm, "csf": csf, "vdist": vdist, "affine": imgs["t1"].affine,
-            "affine_1mm": imgs["t1"].affine,
-            "pv": pv, "deep": deep, "other": other}
+    return {
+        "gm": gm,
+        "wm": wm,
+        "csf": csf,
+        "vdist": vdist,
+        "affine": imgs["t1"].affine,
+        "affine_1mm": imgs["t1"].affine,
+        "pv": pv,
+        "deep": deep,
+        "other": other,
+    }
 
 
 @functools.lru_cache(maxsize=2)
@@ -111,15 +149,18 @@ def _warp(maps: list[np.ndarray], vox_map: np.ndarray, shape: tuple[int, int, in
     axes = [np.arange(n, dtype=np.float64) for n in shape]
     # Source voxel coordinates are affine in the output index, so build them per axis and broadcast.
     coords = [
-        vox_map[i, 0] * axes[0][:, None, None] + vox_map[i, 1] * axes[1][None, :, None]
-        + vox_map[i, 2] * axes[2][None, None, :] + vox_map[i, 3]
+        vox_map[i, 0] * axes[0][:, None, None]
+        + vox_map[i, 1] * axes[1][None, :, None]
+        + vox_map[i, 2] * axes[2][None, None, :]
+        + vox_map[i, 3]
         for i in range(3)
     ]
     # grid_sample wants (x, y, z) = (last, middle, first) source axis, normalised to [-1, 1] (align_corners=True).
     grid = np.stack([2.0 * coords[i] / (src[i] - 1) - 1.0 for i in (2, 1, 0)], axis=-1).astype(np.float32)
     inp = torch.from_numpy(np.stack(maps)[None] - cval)
-    out = torch.nn.functional.grid_sample(inp, torch.from_numpy(grid)[None], mode="bilinear", padding_mode="zeros",
-                                          align_corners=True)
+    out = torch.nn.functional.grid_sample(
+        inp, torch.from_numpy(grid)[None], mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return [o.numpy() + np.float32(cval) for o in out[0]]
 
 
@@ -176,8 +217,9 @@ def synthesize_wmh_subject(index: int, seed: int = 0, scale: float = 1.0) -> dic
         centre = (tpl_to_fine @ np.append(cand[rng.integers(len(cand))], 1.0))[:3]
         mean_r = rng.lognormal(np.log(5.0 if kind == "pv" else 2.5), 0.45)
         radii = mean_r * rng.uniform(0.6, 1.6, 3)
-        box, frac = soft_ellipsoid(fine_shape, spacing, centre, radii, rotation_matrix(rng.uniform(0, np.pi, 3)),
-                                   rng, roughness=0.25)
+        box, frac = soft_ellipsoid(
+            fine_shape, spacing, centre, radii, rotation_matrix(rng.uniform(0, np.pi, 3)), rng, roughness=0.25
+        )
         if frac.size == 0:
             continue
         frac = frac * wm_soft[box]  # lesions live in white matter
@@ -208,8 +250,9 @@ def synthesize_wmh_subject(index: int, seed: int = 0, scale: float = 1.0) -> dic
         cand = tpl["other"]
         centre = (tpl_to_fine @ np.append(cand[rng.integers(len(cand))], 1.0))[:3]
         radii = rng.uniform(4.0, 10.0) * rng.uniform(0.7, 1.3, 3)
-        box, frac = soft_ellipsoid(fine_shape, spacing, centre, radii, rotation_matrix(rng.uniform(0, np.pi, 3)),
-                                   rng, roughness=0.3)
+        box, frac = soft_ellipsoid(
+            fine_shape, spacing, centre, radii, rotation_matrix(rng.uniform(0, np.pi, 3)), rng, roughness=0.3
+        )
         if frac.size:
             frac = frac * np.clip(wm[box] + gm[box], 0, 1)
             other[box] = frac

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,10 +99,17 @@ def _folders(report: Report) -> list[str]:
 
 
 def _model_names(folders: Sequence[str | os.PathLike]) -> list[str]:
-    """A model's name is its folder's name; where two collide, ``parent_name``; then a counter."""
+    """A model's name is the shortest tail of its folder path that tells it from the others (``dice/eval/test/maps``
+    vs ``dice_klyw/eval/test/maps`` -> ``dice`` / ``dice_klyw``, the first differing part); then a counter."""
     paths = [Path(f).resolve() for f in folders]
+    parts = [p.parts[::-1] for p in paths]  # from the folder upwards
     names = [p.name or str(p) for p in paths]
-    names = [f"{p.parent.name}_{n}" if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
+    depth = max((len(x) for x in parts), default=0)
+    for level in range(depth):
+        at = [x[level] if level < len(x) else "" for x in parts]
+        if len(set(at)) == len(at):  # this level tells every folder apart
+            names = [a or str(p) for a, p in zip(at, paths, strict=True)]
+            break
     return [n if names.count(n) == 1 else f"{n} ({i})" for i, n in enumerate(names)]
 
 
@@ -169,6 +177,13 @@ def calibration_report(
     states = {}
     for name, folder in zip(names, folders, strict=True):
         pairing = pair_cases(folder, label, pred_glob, label_glob, pred_pattern, label_pattern)
+        if pairing.unused_labels:
+            first = pairing.unused_labels[0]
+            warnings.warn(
+                f"{name}: {len(pairing.unused_labels)} label file(s) have no prediction and are not scored "
+                f"(e.g. {first}).",
+                stacklevel=2,
+            )
         states[name] = stream(
             pairing.cases,
             conv,

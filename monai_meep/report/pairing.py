@@ -6,9 +6,14 @@ A file's case ID (and, for one-file-per-class layouts, its class) comes from a r
 name without the extension: the named group ``case`` (required) and ``cls`` (optional, a class index). Defaults:
 ``(?P<case>.+)`` (the whole stem: ``case_001.nii.gz`` is case ``case_001``). One file per class, nnU-Net style
 (``case_001_0000.nii.gz``, ``case_001_0001.nii.gz``): :data:`PER_CLASS_PATTERN`. MONAI ``SaveImaged`` outputs with a
-postfix (``case_001_prob.nii.gz``): ``(?P<case>.+)_prob``. Everything that cannot be paired (a prediction without
-label, a label without prediction, two files for one case, per-class files with a class missing, a name the pattern
-does not match) is returned as a :class:`Problem` naming the case and file, never dropped silently.
+postfix (``case_001_prob.nii.gz``): ``(?P<case>.+)_prob``. A pattern with a ``/`` is matched against the path
+relative to the folder instead (with a recursive glob such as ``*/*/wmh.nii.gz``), and the case ID joins, in pattern
+order with ``_``, every group whose name starts with ``case``: the WMH challenge layout ``<site>/<id>/wmh.nii.gz`` is
+``(?P<case_site>[^/]+)/(?P<case>[^/]+)/wmh``, so ``Utrecht/12/wmh.nii.gz`` is case ``Utrecht_12``, the name the
+bundles give their maps (``Utrecht_12_prob.nii.gz``). Everything that cannot be paired (a prediction without
+label, two files for one case, per-class files with a class missing, a name the pattern does not match) is returned
+as a :class:`Problem` naming the case and file, never dropped silently; labels without a prediction are listed in
+``Pairing.unused_labels`` (a label folder often holds every subject, the predictions only the test split).
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ class Pairing:
 
     cases: list[CaseFiles] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    #: label files with no prediction: not a problem (a label folder often holds every subject and the predictions
+    #: only the test split), reported by the caller, never scored
+    unused_labels: list[str] = field(default_factory=list)
 
 
 def split_suffix(path: str | Path) -> tuple[str, str]:
@@ -77,9 +85,18 @@ def _compile(pattern: str, what: str) -> re.Pattern:
         rx = re.compile(pattern)
     except re.error as e:
         raise ValueError(f"{what} {pattern!r} is not a valid regular expression: {e}.") from e
-    if "case" not in rx.groupindex:
+    if not _case_groups(rx):
         raise ValueError(f"{what} {pattern!r} needs a named group (?P<case>...) for the case ID.")
     return rx
+
+
+def _case_groups(rx: re.Pattern) -> list[str]:
+    """The groups that make up the case ID, in the order they appear in the pattern."""
+    return [name for name, _ in sorted(rx.groupindex.items(), key=lambda kv: kv[1]) if name.startswith("case")]
+
+
+def _case_id(rx: re.Pattern, m: re.Match) -> str:
+    return "_".join(m[name] for name in _case_groups(rx))
 
 
 def find_files(
@@ -88,10 +105,11 @@ def find_files(
     """Files of ``folder`` matching ``glob`` with a supported suffix, grouped by case ID and class.
 
     Args:
-        folder: the folder (not searched recursively).
+        folder: the folder (searched below only as far as ``glob`` says, e.g. ``"*/*/wmh.nii.gz"``).
         glob: shell pattern selecting the files (e.g. ``"*.npz"`` for nnU-Net's probabilities beside its
             segmentations).
-        pattern: regular expression with groups ``case`` and optionally ``cls``, matched against the whole stem.
+        pattern: regular expression with groups ``case`` (and more ``case...`` groups, joined with ``_``) and
+            optionally ``cls``, matched against the whole stem, or the relative path when it holds a ``/``.
         what: ``"prediction"`` or ``"label"``, for the messages.
 
     Returns:
@@ -112,14 +130,17 @@ def find_files(
         raise ValueError(
             f"no {what} file in {str(folder)!r} matches {glob!r} with a supported suffix ({', '.join(SUFFIXES)})."
         )
+    by_path = "/" in pattern  # matched against the relative path (nested layouts), else the file name
     for p in files:
-        stem, _ = split_suffix(p)
-        m = rx.fullmatch(stem)
+        stem, suffix = split_suffix(p)
+        name = p.relative_to(folder).as_posix()[: -len(suffix)] if by_path else stem
+        m = rx.fullmatch(name)
         if m is None:
-            problems.append(Problem(stem, str(p), f"{what} file name does not match the pattern {pattern!r}"))
+            kind = "path" if by_path else "file name"
+            problems.append(Problem(name, str(p), f"{what} {kind} does not match the pattern {pattern!r}"))
             continue
         cls = m.groupdict().get("cls")
-        found[m["case"]][None if cls is None else int(cls)].append(str(p))
+        found[_case_id(rx, m)][None if cls is None else int(cls)].append(str(p))
     return {k: dict(v) for k, v in found.items()}, problems
 
 
@@ -175,7 +196,7 @@ def pair_cases(
         pred_files = preds.get(case)
         label_files = [f for v in labels.get(case, {}).values() for f in v]
         if pred_files is None:
-            out.problems.append(Problem(case, label_files[0], "unmatched: a label without a prediction"))
+            out.unused_labels.extend(label_files)
             continue
         first = next(iter(pred_files.values()))[0]
         if not label_files:

@@ -117,3 +117,13 @@ def test_out_that_is_not_a_report_is_kept(tmp_path, binary_cases):
     (other / "stale.png").write_bytes(b"")
     calibration_report(pred, lab, other, **RUN)
     assert not (other / "stale.png").exists() and (other / "cases.csv").exists()
+
+
+def test_labels_without_prediction_are_listed_not_errors(tmp_path):
+    """A label folder of every subject, predictions of the test split only: scored, with one warning."""
+    cases = make_cases(4, 3, 2)
+    pred, lab, _ = write_layout(tmp_path, cases, "nifti")
+    (pred / f"{next(iter(cases))}.nii.gz").unlink()
+    with pytest.warns(UserWarning, match=r"1 label file\(s\) have no prediction and are not scored"):
+        rep = calibration_report(pred, lab, **RUN)
+    assert len(rep.cases[rep.reference]) == 2 and (rep.cases[rep.reference]["status"] == "ok").all()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SPACING, make_cases, write_layout
+from conftest import SPACING, make_cases, save_nifti, write_layout
 from monai.metrics import CalibrationErrorMetric, compute_hausdorff_distance
 from reference import reference
 
@@ -126,3 +126,22 @@ def test_ignore_index_is_not_scored(tmp_path):
     for case, (p, y) in cases.items():
         a, b = p.argmax(0) == 1, y == 1  # label 2 counts as background for DSC
         assert df.loc[case, "DSC"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_nested_label_layout_by_path_pattern(tmp_path, binary_cases):
+    """WMH challenge labels ``<site>/<id>/wmh.nii.gz`` paired with the bundles' ``<site>_<id>_prob.nii.gz`` maps:
+    a path pattern with two ``case`` groups gives the same report as the flat layout."""
+    pred, lab, kw = write_layout(tmp_path / "flat", binary_cases, "nifti_fg")
+    flat = calibration_report(pred, lab, **kw, **RUN)
+    nested, maps = tmp_path / "challenge", tmp_path / "maps"
+    maps.mkdir()
+    for i, (p, y) in enumerate(binary_cases.values()):
+        site = ("Utrecht", "GE3T")[i % 2]
+        (nested / site / str(i)).mkdir(parents=True)
+        save_nifti(nested / site / str(i) / "wmh.nii.gz", y)
+        save_nifti(maps / f"{site}_{i}_prob.nii.gz", p[1])
+    rep = calibration_report(maps, nested, pred_pattern=r"(?P<case>.+)_prob", label_glob="*/*/wmh.nii.gz",
+                             label_pattern=r"(?P<case_site>[^/]+)/(?P<case>[^/]+)/wmh", **RUN)  # fmt: skip
+    assert sorted(rep.cases[rep.reference]["case"]) == ["GE3T_1", "Utrecht_0", "Utrecht_2"]
+    a, b = flat.summary.set_index("metric"), rep.summary.set_index("metric")
+    np.testing.assert_allclose(b.loc[a.index, "pooled"].astype(float), a["pooled"].astype(float), rtol=1e-12)

@@ -55,14 +55,14 @@ def test_compare_paired_statistics(tmp_path):
     rep = calibration_report(good, lab, tmp_path / "out", compare=[worse], figures=False, **RUN)
     paired = rep.paired.set_index("metric")
     ece = paired.loc["ECE"]
-    ref = rep.cases["good_pred"].set_index("case")["ECE"]
-    other = rep.cases["sharp_pred"].set_index("case")["ECE"]
-    assert ece["model"] == "sharp_pred" and ece["reference"] == "good_pred"
+    ref = rep.cases["good"].set_index("case")["ECE"]
+    other = rep.cases["sharp"].set_index("case")["ECE"]
+    assert ece["model"] == "sharp" and ece["reference"] == "good"
     assert ece["mean_difference"] == pytest.approx(float((other - ref).mean()), rel=1e-12)
     assert ece["n_pairs"] == 6 and ece["verdict"] == "worse"  # every case is worse calibrated
     assert bool(paired.loc["DSC", "higher_is_better"]) and not bool(ece["higher_is_better"])
     assert {"compare.csv", "paired.csv", "compare.md"} <= {p.name for p in (tmp_path / "out").iterdir()}
-    assert (tmp_path / "out" / "models" / "sharp_pred" / "histogram.pt").is_file()
+    assert (tmp_path / "out" / "models" / "sharp" / "histogram.pt").is_file()
 
 
 def test_cli(tmp_path, capsys):

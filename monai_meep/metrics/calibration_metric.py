@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import MetricReduction, look_up_option
 
@@ -59,6 +60,20 @@ def reduce_metric_table(data: torch.Tensor, reduction: MetricReduction | str) ->
     if reduction == MetricReduction.MEAN_CHANNEL:
         return mean(f.sum(1), not_nans.sum(1)), not_nans.sum(1)
     return f.sum(1), not_nans.sum(1)  # SUM_CHANNEL
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _class_count_range(mine: int) -> tuple[int, int]:
+    """``(smallest, largest)`` class count over the ranks that have data (``-1, -1`` when none has): one collective."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    none = -(1 << 40)  # a rank without data must not win the max of -count
+    t = torch.tensor([mine, -mine if mine >= 0 else none], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    hi, neg_lo = int(t[0]), int(t[1])
+    return (-1, -1) if hi < 0 else (-neg_lo, hi)
 
 
 class _HistogramMetric(CumulativeIterationMetric):
@@ -180,8 +195,22 @@ class _HistogramMetric(CumulativeIterationMetric):
         return torch.cat(out, 0)
 
     def pooled_histogram(self) -> CalibrationHistogram:
-        """A copy of the pooled histogram summed over all ranks (every rank must call this under DDP)."""
-        if self.histogram is None:
+        """A copy of the pooled histogram summed over all ranks (every rank must call this under DDP).
+
+        Under DDP a rank that saw no image (fewer images than ranks, an uneven sampler) still takes part with an
+        empty histogram of the class count its peers agree on, so every rank gets the pooled value; when no rank
+        has data, or the ranks saw different class counts, every rank raises the same ``ValueError`` (before, the
+        empty rank raised alone and its peers died waiting in the collective with gloo's "Connection closed").
+        """
+        if _distributed():
+            lo, hi = _class_count_range(-1 if self.histogram is None else self.histogram.num_classes)
+            if hi < 0:
+                raise ValueError(f"{type(self).__name__}: no data accumulated on any rank (call the metric first).")
+            if lo != hi:
+                raise ValueError(f"{type(self).__name__}: the ranks saw different class counts ({lo} to {hi}).")
+            if self.histogram is None:
+                self.histogram = self._new_histogram(hi)
+        elif self.histogram is None:
             raise ValueError(f"{type(self).__name__}: no data accumulated yet (call the metric before aggregate()).")
         return self.histogram.clone().all_reduce()
 

@@ -53,3 +53,25 @@ def ddp_worker(rank, world, port, path):
         torch.save(out, os.path.join(path, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def empty_rank_worker(rank, world, port, path):
+    """Rank 1 sees no image: the pooled value must still reach both ranks (and equal rank 0's alone)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        probs, target, mask = ddp_data()
+        metric = ExpectedCalibrationErrorMetric(include_background=True, reduction="none")
+        if rank == 0:
+            metric(probs, target, mask=mask)
+        out = {"pooled": metric.aggregate(pooled=True)}
+        nothing = ExpectedCalibrationErrorMetric()
+        try:
+            nothing.aggregate(pooled=True)
+        except ValueError as e:  # no rank has data: every rank raises the same message
+            out["error"] = str(e)
+        torch.save(out, os.path.join(path, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

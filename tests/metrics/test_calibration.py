@@ -25,7 +25,7 @@ from monai_meep.metrics import (
     reliability_curve,
 )
 
-from .ddp_helpers import ddp_data, ddp_run, ddp_worker
+from .ddp_helpers import ddp_data, ddp_run, ddp_worker, empty_rank_worker
 
 
 def _binary(n=4000, seed=0, b=1):
@@ -252,3 +252,25 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
                 assert torch.equal(got[k], v), k  # counts: bit for bit
             else:
                 torch.testing.assert_close(got[k], v, rtol=1e-12, atol=1e-12, msg=k)
+
+
+@pytest.mark.slow
+def test_ddp_rank_without_data_takes_part_in_the_pooled_value(tmp_path):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.spawn(empty_rank_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    probs, target, mask = ddp_data()
+    alone = ExpectedCalibrationErrorMetric(include_background=True, reduction="none")
+    alone(probs, target, mask=mask)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(got["pooled"], alone.aggregate(pooled=True), rtol=0, atol=1e-12)
+        assert "no data accumulated on any rank" in got["error"]

@@ -188,21 +188,25 @@ def test_native_label_dtypes_and_non_integer_labels(monkeypatch, c, t_dtype):
 
 def test_kernels_compile_without_a_writable_cache(monkeypatch):
     """Numba refuses ``cache=True`` where no folder is writable (a read-only install, no home); the kernels then
-    compile per process instead of failing at import."""
-    hk = hn._kernels()
-    real_njit = hk.numba.njit
+    compile per process instead of failing at import (one helper, ``monai_meep.kernels._numba.jit``, for both the
+    histogram and the MEEP regulariser kernels)."""
+    from monai_meep.kernels import _numba
+
+    assert hn._kernels()._jit is _numba.jit
+    real_njit = _numba.numba.njit
 
     def njit(*args, cache=False, **kwargs):
         if cache:
             raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
         return real_njit(*args, **kwargs)
 
-    monkeypatch.setattr(hk.numba, "njit", njit)
+    monkeypatch.setattr(_numba.numba, "njit", njit)
 
     def add_one(x):
         return x + 1
 
-    assert hk._jit(add_one)(41) == 42
+    assert _numba.jit(add_one)(41) == 42
+    assert _numba.jit(fastmath=True)(add_one)(1.5) == 2.5
 
 
 def test_numba_is_imported_on_first_use_not_with_the_package():

@@ -58,6 +58,9 @@ def _check(name: str, value: object, valid: tuple[str, ...]) -> str:
 def paper_lambda(task: str, base: str, regularizer: str = "meep_kl") -> float:
     """The paper's regulariser weight for ``task`` / ``base`` loss (beta = 0.2 for the confidence penalty).
 
+    The paper has no MEEP lambda for the calibration baselines (``BASELINE_LOSSES``): asking for one raises a
+    ``ValueError``, except with ``regularizer="none"`` (no regulariser, nothing to weigh: 0.0).
+
     Example::
 
         >>> paper_lambda("la", "dice")
@@ -68,6 +71,9 @@ def paper_lambda(task: str, base: str, regularizer: str = "meep_kl") -> float:
         return CONFIDENCE_PENALTY_BETA
     task, base = _check("task", task, TASKS), _check("base loss", base, BASE_LOSSES)
     if base not in PAPER_BASE_LOSSES:
+        if regularizer == "none":
+            # nothing to weigh; the bundles evaluate this for every listed loss, also the unused MEEP ones
+            return 0.0
         raise ValueError(
             f"the paper gives no MEEP lambda for base loss {base!r} (only for {', '.join(PAPER_BASE_LOSSES)}); "
             "pass the weight explicitly (bundles: --meep_lambda)."

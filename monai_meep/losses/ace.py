@@ -44,7 +44,8 @@ def _bin_weights(prob: torch.Tensor, num_bins: int, binning: str) -> tuple[torch
     """Bin indices ``(..., 2)`` and weights ``(..., 2)`` of each probability (hard: one bin, weight 1 and 0)."""
     if binning == ACEBinning.HARD:
         edges = torch.linspace(0.0, 1.0, num_bins + 1, dtype=prob.dtype, device=prob.device)[1:-1]
-        idx = torch.bucketize(prob.detach(), edges)  # (left, right]: an edge value goes to the lower bin
+        # (left, right]: an edge value goes to the lower bin; contiguous, or searchsorted copies with a warning
+        idx = torch.bucketize(prob.detach().contiguous(), edges)
         ones = torch.ones_like(prob)
         return torch.stack((idx, idx), -1), torch.stack((ones, torch.zeros_like(prob)), -1)
     # position in units of bin centres: centre m sits at m; clamping puts the tails wholly in the edge bins

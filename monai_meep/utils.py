@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
-__all__ = ["atomic_open", "check_int"]
+__all__ = ["atomic_open", "check_int", "cpu_threads", "import_numba_kernels"]
 
 try:
     import fcntl
@@ -119,3 +122,29 @@ def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     if minimum is not None and out < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {out}.")
     return out
+
+
+def cpu_threads() -> int:
+    """Threads for the package's own CPU kernels: torch's setting (users already tune it), at most the CPUs this
+    process may use (the affinity mask, e.g. under a batch scheduler)."""
+    import torch
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), cpus))
+
+
+def import_numba_kernels(module: str, fallback: str) -> ModuleType | None:
+    """Import the Numba kernel module ``module`` on first use; ``None``, with one warning naming ``fallback``, when
+    Numba (or the module) fails to import, e.g. a Numba release that does not support the installed NumPy.
+
+    Importing Numba costs about 0.4 s, which ``import monai_meep`` should not pay: callers cache this function's
+    result (``functools.cache``) and call it on their first CPU computation.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        warnings.warn(f"Numba could not be imported ({e}); {fallback}.", stacklevel=3)
+        return None

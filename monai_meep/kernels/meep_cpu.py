@@ -25,7 +25,6 @@ import functools
 import importlib.util
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from monai_meep.utils import cpu_threads, import_numba_kernels
 
 __all__ = ["HAS_NUMBA", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
 
@@ -56,12 +57,7 @@ def cpu_kernel_enabled() -> bool:
 @functools.cache
 def _kernels() -> ModuleType | None:
     """The kernel module, imported (with Numba) on first use; ``None``, with one warning, if Numba fails to import."""
-    try:
-        from . import _meep_cpu_kernels
-    except ImportError as e:  # e.g. a Numba release that does not support the installed NumPy
-        warnings.warn(f"Numba could not be imported ({e}); the MEEP regulariser uses the PyTorch path on the CPU.")
-        return None
-    return _meep_cpu_kernels
+    return import_numba_kernels(f"{__package__}._meep_cpu_kernels", "the MEEP regulariser uses the PyTorch path")
 
 
 def cpu_supports(logits: torch.Tensor, target: torch.Tensor | None, kind: str) -> bool:
@@ -81,14 +77,6 @@ def cpu_supports(logits: torch.Tensor, target: torch.Tensor | None, kind: str) -
     )
 
 
-def _num_threads() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), cpus))
-
-
 def _pool() -> ThreadPoolExecutor:
     # one pool for the process: a loss runs every step, and starting threads each time costs ~0.1 ms per thread
     global _POOL
@@ -102,7 +90,7 @@ def _run_parts(fn: Callable[[int, int, int], None], n_voxels: int) -> int:
     """Call ``fn(part, lo, hi)`` for each part of ``range(n_voxels)``; returns the number of parts."""
     parts = max(1, min(MAX_PARTS, n_voxels // MIN_PART_VOXELS))
     edges = [n_voxels * k // parts for k in range(parts + 1)]
-    workers = min(_num_threads(), parts)
+    workers = min(cpu_threads(), parts)
     if workers == 1:
         for k in range(parts):
             fn(k, edges[k], edges[k + 1])

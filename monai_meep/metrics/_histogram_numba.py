@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 import numpy as np
 import torch
+
+from monai_meep.utils import cpu_threads, import_numba_kernels
 
 from ._histogram_common import ChunkRules, Workspace
 
@@ -55,12 +55,9 @@ _NLL, _SUM_DEV, _BAD_P, _BAD_Y = range(4)
 @functools.cache
 def _kernels() -> ModuleType | None:
     """The kernel module, imported (with Numba) on first use; ``None``, with one warning, if Numba fails to import."""
-    try:
-        from . import _histogram_numba_kernels
-    except ImportError as e:  # e.g. a Numba release that does not support the installed NumPy
-        warnings.warn(f"Numba could not be imported ({e}); calibration histograms use the slower NumPy path.")
-        return None
-    return _histogram_numba_kernels
+    return import_numba_kernels(
+        f"{__package__}._histogram_numba_kernels", "calibration histograms use the slower NumPy path"
+    )
 
 
 def _part_bounds(total: int, c: int, s_bins: int) -> list[tuple[int, int]]:
@@ -69,15 +66,6 @@ def _part_bounds(total: int, c: int, s_bins: int) -> list[tuple[int, int]]:
     parts = max(1, min(MAX_PARTS, total // MIN_PART_VOXELS, PART_BYTES // part_bytes), -(-total // MAX_PART_VOXELS))
     edges = [total * k // parts for k in range(parts + 1)]
     return [(edges[k], edges[k + 1]) for k in range(parts) if edges[k + 1] > edges[k]]
-
-
-def _num_threads() -> int:
-    """Threads to run parts on: torch's setting (users already tune it), at most the CPUs this process may use."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), cpus))
 
 
 def _as_kernel_input(p: torch.Tensor, t: torch.Tensor, m: torch.Tensor | None):
@@ -184,7 +172,7 @@ def _run_parts(kernel, args: tuple, c: int, s_bins: int) -> tuple[np.ndarray, np
         kernel(*args, lo, hi, records[k].view(np.int32).reshape(-1), records[k].reshape(-1), stats[k])
 
     run(0, 0, 0)  # no voxels: compiles (or loads) the specialisation here, before any worker thread needs it
-    workers = min(_num_threads(), len(bounds))
+    workers = min(cpu_threads(), len(bounds))
     if workers == 1:
         for k in range(len(bounds)):
             run(k)

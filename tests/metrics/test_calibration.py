@@ -229,8 +229,8 @@ def test_metric_list_inputs_masks_and_nan_rows():
 
 
 # ----------------------------------------------------------------------------------------------- DDP (2 gloo ranks)
-@pytest.mark.slow  # two spawned ranks each import torch + MONAI
-def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
+def _spawn_two_ranks(worker, tmp_path) -> None:
+    """Run ``worker(rank, 2, port, tmp_path)`` in two spawned gloo ranks on a free local port."""
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
@@ -241,7 +241,12 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
         port = s.getsockname()[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mp.spawn(ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+        mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+
+
+@pytest.mark.slow  # two spawned ranks each import torch + MONAI
+def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
+    _spawn_two_ranks(ddp_worker, tmp_path)
     single = ddp_run(*ddp_data())
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt")
@@ -256,17 +261,7 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_rank_without_data_takes_part_in_the_pooled_value(tmp_path):
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-
-    if not dist.is_available():
-        pytest.skip("torch.distributed not available")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mp.spawn(empty_rank_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    _spawn_two_ranks(empty_rank_worker, tmp_path)
     probs, target, mask = ddp_data()
     alone = ExpectedCalibrationErrorMetric(include_background=True, reduction="none")
     alone(probs, target, mask=mask)

@@ -16,12 +16,23 @@ was there before and changes nothing else.
 
 from __future__ import annotations
 
+import ast
+import difflib
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-__all__ = ["EVAL_SPLITS", "SETTING_KINDS", "check_settings", "install_error_hook", "root_cause", "split_items"]
+__all__ = [
+    "EVAL_SPLITS",
+    "SETTING_KINDS",
+    "check_cli_overrides",
+    "check_settings",
+    "install_error_hook",
+    "root_cause",
+    "split_items",
+]
 
 #: ``eval_split`` names and the datalist key each one reads.
 EVAL_SPLITS = {"train": "training", "val": "validation", "validation": "validation", "test": "test"}
@@ -89,6 +100,78 @@ def check_settings(**settings: Any) -> bool:
         if bad:
             bound = f">= {minimum:g}" if minimum is not None else "> 0"
             _fail(name, value, f"a finite number {bound}", type_error=False)
+    return True
+
+
+#: arguments of ``python -m monai.bundle run`` itself (not config overrides)
+RUN_ARGUMENTS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file")
+
+
+def _cli_options(argv: Sequence[str]) -> dict[str, str]:
+    """``{name: value}`` of the ``--name value`` / ``--name=value`` options of a command line."""
+    out: dict[str, str] = {}
+    items = list(argv)
+    for i, tok in enumerate(items):
+        if not tok.startswith("--") or len(tok) < 3:
+            continue
+        name, eq, value = tok[2:].partition("=")
+        if not eq:
+            value = items[i + 1] if i + 1 < len(items) and not items[i + 1].startswith("--") else ""
+        out[name.replace("-", "_") if name.replace("-", "_") in RUN_ARGUMENTS else name] = value
+    return out
+
+
+def _config_keys(files: Sequence[str]) -> set[str]:
+    """Every key path (``a``, ``a#b``, ...) of the merged configs, as MONAI's ``#`` overrides address them."""
+    from monai.bundle import ConfigParser
+
+    keys: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            path = f"{prefix}#{k}" if prefix else str(k)
+            keys.add(path)
+            walk(v, path)
+
+    walk(ConfigParser.load_config_files(list(files)), "")
+    return keys
+
+
+def check_cli_overrides(argv: Sequence[str] | None = None) -> bool:
+    """Refuse a ``python -m monai.bundle run`` override that names no key of the configs (a typo such as
+    ``--max_epoch 5`` would otherwise add a new, unused key and train with the default).
+
+    Only looks at a command line whose program is MONAI's bundle CLI (``sys.argv`` by default); a bundle run from
+    Python (``ConfigWorkflow(**overrides)``, the experiment runner) is left alone, its callers pass known keys.
+
+    Returns:
+        True (so the config can chain it before other checks).
+
+    Raises:
+        ValueError: an unknown key, with the closest known ones.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or not argv[0].endswith(os.path.join("monai", "bundle", "__main__.py")) or "run" not in argv[1:2]:
+        return True
+    options = _cli_options(argv[2:])
+    files = options.get("config_file")
+    if not files:
+        return True
+    try:
+        parsed = ast.literal_eval(files)
+    except (ValueError, SyntaxError):
+        parsed = files
+    names = [parsed] if isinstance(parsed, str) else list(parsed)
+    if any(not os.path.isfile(f) for f in names):
+        return True  # MONAI reports missing config files itself
+    keys = _config_keys(names)
+    for name in options:
+        if name in RUN_ARGUMENTS or name in keys:
+            continue
+        close = difflib.get_close_matches(name, sorted(keys), n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+        raise ValueError(f"unknown bundle setting {name!r}: no config file defines it{hint}")
     return True
 
 

@@ -10,7 +10,13 @@ import sys
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from monai_meep.experiments.bundle_checks import EVAL_SPLITS, check_settings, root_cause, split_items
+from monai_meep.experiments.bundle_checks import (
+    EVAL_SPLITS,
+    check_cli_overrides,
+    check_settings,
+    root_cause,
+    split_items,
+)
 from monai_meep.experiments.bundle_runner import config_files
 
 from .conftest import BUNDLES, error_chain
@@ -86,3 +92,32 @@ def test_last_line_printed_is_the_projects_message(tmp_path):
     assert res.returncode != 0
     last = [line for line in res.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("monai_meep: TypeError: bundle setting 'max_epochs' must be an integer, got 'two'"), last
+
+
+def _argv(*options):
+    main = os.path.join(os.path.dirname(__import__("monai").__file__), "bundle", "__main__.py")
+    return [main, "run", *options]
+
+
+def test_cli_override_typo_is_refused_with_the_closest_key():
+    train = str(BUNDLES / "la_meep" / "configs" / "train.json")
+    evaluate = str(BUNDLES / "la_meep" / "configs" / "evaluate.json")
+    with pytest.raises(ValueError, match="unknown bundle setting 'max_epoch'.*did you mean 'max_epochs'"):
+        check_cli_overrides(_argv("--config_file", train, "--max_epoch", "5"))
+    # known keys, '#' paths, '=' forms, MONAI's own arguments and keys of a layered config all pass
+    files = f"['{train}', '{evaluate}']"
+    assert check_cli_overrides(_argv("--config_file", files, "--max_epochs", "5", "--train#dataset#cache_rate=0.5",
+                                     "--eval_split", "val", "--meta_file", "configs/metadata.json"))  # fmt: skip
+    # a bundle run from Python, or another program, is not inspected
+    assert check_cli_overrides(["python", "-m", "monai_meep.experiments", "--max_epoch", "5"])
+
+
+@pytest.mark.slow
+def test_cli_typo_stops_a_real_run(tmp_path):
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+           "--run_dir", str(tmp_path), "--max_epoch", "2"]  # fmt: skip
+    res = subprocess.run(cmd, cwd=BUNDLES / "la_meep", capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    last = [line for line in res.stderr.splitlines() if line.strip()][-1]
+    assert res.returncode != 0 and "unknown bundle setting 'max_epoch'" in last, last
+    assert not (tmp_path / "models").exists()

@@ -6,15 +6,21 @@ MONAI 1.6's ``write_metrics_reports`` formats float64 values with ``.4f``: a per
 written as ``0.0008``, a resolution of one whole unit of the paper's Brier (x1e-4) column. The bundles' evaluate
 configs use this subclass in place of ``MetricsSaver``. float32 values are written by MONAI with ``str()``, i.e.
 all of their ~7 significant digits, so the details are handed over as float32 for the duration of the write.
+``class_labels`` names the class columns (MONAI's writer supports it, its ``MetricsSaver`` does not pass it): the
+bundles write ``foreground`` where MONAI would write ``class0`` (the first *reported* class, not class 0).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from monai.handlers import MetricsSaver
+from monai.handlers.utils import write_metrics_reports
+from monai.utils import string_list_all_gather
 
 __all__ = ["PreciseMetricsSaver"]
 
@@ -28,21 +34,67 @@ def _as_float32(v: Any) -> Any:
 
 
 class PreciseMetricsSaver(MetricsSaver):
-    """``monai.handlers.MetricsSaver`` writing per-subject values with ~7 significant digits instead of 4 decimals.
+    """``monai.handlers.MetricsSaver`` writing per-subject values with ~7 significant digits instead of 4 decimals,
+    with named class columns.
 
-    Same arguments as ``MetricsSaver``. The engine's ``metric_details`` are restored after writing.
+    Same arguments as ``MetricsSaver``, plus:
+
+    Args:
+        class_labels: names of the class columns of every ``metric_details`` table (``None``: MONAI's ``class0``,
+            ``class1``, ...). Each table must have that many columns.
+
+    Raises:
+        ValueError: at write time, a ``metric_details`` table whose class count differs from ``class_labels``.
 
     Example::
 
-        >>> saver = PreciseMetricsSaver(save_dir="eval", metrics="*", metric_details="*", summary_ops="*")
+        >>> saver = PreciseMetricsSaver(save_dir="eval", metrics="*", metric_details="*", summary_ops="*",
+        ...                             class_labels=["foreground"])
     """
+
+    def __init__(self, *args: Any, class_labels: Sequence[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.class_labels = None if class_labels is None else [str(c) for c in class_labels]
 
     def __call__(self, engine: Any) -> None:
         details = getattr(engine.state, "metric_details", None)
-        if not details:
-            return super().__call__(engine)
-        engine.state.metric_details = {k: _as_float32(v) for k, v in details.items()}
+        if details:
+            engine.state.metric_details = {k: _as_float32(v) for k, v in details.items()}
         try:
-            super().__call__(engine)
+            if self.class_labels is None:
+                super().__call__(engine)
+            else:
+                self._write(engine)
         finally:
-            engine.state.metric_details = details
+            if details:
+                engine.state.metric_details = details
+
+    def _write(self, engine: Any) -> None:
+        """``MetricsSaver.__call__`` with ``class_labels`` passed on to MONAI's ``write_metrics_reports``."""
+        world = idist.get_world_size()
+        if self.save_rank >= world:
+            raise ValueError("target save rank is greater than the distributed group size.")
+        images = string_list_all_gather(strings=self._filenames) if world > 1 else self._filenames
+        if idist.get_rank() != self.save_rank:
+            return
+
+        def chosen(names: Any, key: str) -> bool:
+            return names is not None and (key in names or "*" in names)
+
+        metrics = {k: v for k, v in engine.state.metrics.items() if chosen(self.metrics, k)}
+        details = {k: v for k, v in (getattr(engine.state, "metric_details", None) or {}).items()
+                   if chosen(self.metric_details, k)}  # fmt: skip
+        for k, v in details.items():
+            cols = 1 if v.ndim < 2 else v.shape[1]
+            if cols != len(self.class_labels):
+                raise ValueError(f"metric details {k!r} have {cols} class column(s); class_labels {self.class_labels}.")
+        write_metrics_reports(
+            save_dir=self.save_dir,
+            images=images or None,
+            metrics=metrics,
+            metric_details=details,
+            summary_ops=self.summary_ops,
+            deli=self.deli,
+            output_type=self.output_type,
+            class_labels=self.class_labels,
+        )

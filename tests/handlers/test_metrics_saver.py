@@ -36,3 +36,28 @@ def test_per_subject_values_keep_their_digits(tmp_path):
     theirs = [float(r[1]) for r in monai_rows[1:]]
     torch.testing.assert_close(torch.tensor(ours, dtype=torch.float64), DETAILS[:, 0], rtol=1e-6, atol=0)
     assert theirs[1] == 0.0  # MONAI's 4 decimals lose a 1.2e-5 value entirely: the reason this class exists
+
+
+def test_class_labels_name_the_columns(tmp_path):
+    import pytest
+
+    def run(labels, out):
+        out.mkdir()
+        engine = Engine(lambda e, b: None)
+
+        @engine.on(Events.EPOCH_COMPLETED)
+        def _fill(e):
+            e.state.metrics = {"brier": float(DETAILS.mean())}
+            e.state.metric_details = {"brier": DETAILS}
+
+        PreciseMetricsSaver(save_dir=str(out), metrics="*", metric_details="*", batch_transform=lambda b: b,
+                            class_labels=labels).attach(engine)  # fmt: skip
+        engine.run([[{"filename_or_obj": "a.nii.gz"}, {"filename_or_obj": "b.nii.gz"}]], max_epochs=1)
+        with open(out / "brier_raw.csv") as f:
+            return list(csv.reader(f))
+
+    rows = run(["foreground"], tmp_path / "named")
+    assert rows[0] == ["filename", "foreground", "mean"]
+    assert [float(r[1]) for r in rows[1:]] == pytest.approx(DETAILS[:, 0].tolist(), rel=1e-6)  # digits kept too
+    with pytest.raises(ValueError, match="1 class column"):
+        run(["background", "foreground"], tmp_path / "wrong")

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-__all__ = ["atomic_open", "check_int", "cpu_threads", "import_numba_kernels"]
+__all__ = ["NUMBA_LABEL_DTYPES", "atomic_open", "check_int", "cpu_threads", "import_numba_kernels", "numba_labels"]
 
 try:
     import fcntl
@@ -148,3 +148,19 @@ def import_numba_kernels(module: str, fallback: str) -> ModuleType | None:
     except ImportError as e:
         warnings.warn(f"Numba could not be imported ({e}); {fallback}.", stacklevel=3)
         return None
+
+
+#: label dtypes the package's Numba kernels read as they are
+NUMBA_LABEL_DTYPES = ("int64", "int32", "uint8", "float32", "float64")
+
+
+def numba_labels(labels: Any) -> Any:
+    """A label tensor in a dtype the Numba kernels read, converted exactly: ``bool`` viewed as ``uint8``, other
+    integers as ``int64``, ``float16`` / ``bfloat16`` as ``float64``; the native dtypes unchanged (no copy)."""
+    import torch
+
+    if labels.dtype == torch.bool:
+        return labels.view(torch.uint8)
+    if str(labels.dtype).removeprefix("torch.") in NUMBA_LABEL_DTYPES:
+        return labels
+    return labels.double() if labels.is_floating_point() else labels.long()

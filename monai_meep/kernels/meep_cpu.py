@@ -1,14 +1,15 @@
 # Copyright (c) monai_meep developers.
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Fused MEEP regulariser on the CPU: one compiled pass over the logits forward, one backward (Numba).
+"""Fused MEEP regulariser on the CPU: one compiled pass over the logits (Numba), the gradient included.
 
 The same ``(total, count)`` as the PyTorch reference :func:`monai_meep.losses.functional.regulariser_sum_count`
 (``_reference_sum_count``), with the same misclassified set (softmax: ``argmax_k z != y``, first maximum on ties;
 sigmoid: ``(z > 0) != y`` per channel; ``ignore_index`` excluded; no gradient through the set) and the same values.
 Why: the reference makes about a dozen passes over the logits with float32 temporaries (``log_softmax``, ``max``,
-``where``, their backward); here the forward reads each logit once and writes four numbers per part, the backward
-reads the logits again and writes the gradient. The label checks of the reference (labels in ``[0, C)``, finite
-logits) happen inside the same forward pass; when one fails, the reference's check runs to raise its own message.
+``where``, their backward); here the forward reads each logit once and writes four numbers per part and, when
+autograd will ask for it, the gradient from the same exponentials; the backward only scales that buffer in place.
+The label checks of the reference (labels in ``[0, C)``, finite logits) happen inside the same forward pass; when
+one fails, the reference's check runs to raise its own message.
 
 Maths in float32 (float16 / bfloat16 logits are read through a float32 copy, the gradient is returned in their
 dtype). float64 logits -- what ``gradcheck`` uses -- stay on the reference, which is also the test oracle; so do
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_meep.utils import cpu_threads, import_numba_kernels
+from monai_meep.utils import cpu_threads, import_numba_kernels, numba_labels
 
 __all__ = ["HAS_NUMBA", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
 
@@ -43,7 +44,6 @@ _KINDS = {"entropy": 0, "kl": 1, "entropy_all": 2}
 MIN_PART_VOXELS = 1 << 16
 MAX_PARTS = 16
 _DUMMY_VALID = np.ones((1, 1), np.uint8)
-_NATIVE_LABELS = (torch.int64, torch.int32, torch.uint8, torch.float32, torch.float64)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -105,7 +105,7 @@ class _Inputs:
     def __init__(
         self, logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None, kind: str
     ) -> None:
-        from monai_meep.losses.functional import _is_index, _valid_mask  # lazy: losses sit above kernels
+        from monai_meep.losses.functional import _is_index, _positive_labels, _valid_mask  # lazy: losses above
 
         b, c = logits.shape[:2]
         self.shape = (b, c, logits[0, 0].numel())
@@ -118,24 +118,13 @@ class _Inputs:
         valid = None
         if self.softmax:
             if index:
-                labels = target.reshape(b, -1)
-                if labels.dtype == torch.bool:
-                    labels = labels.view(torch.uint8)
-                elif labels.dtype not in _NATIVE_LABELS:  # exact: int8 / int16 in int64, float16 / bfloat16 in float64
-                    labels = labels.double() if labels.is_floating_point() else labels.long()
-                self.labels = labels.contiguous().numpy()
+                self.labels = numba_labels(target.reshape(b, -1)).contiguous().numpy()
             else:  # one-hot: the class is the argmax (first maximum), as the reference; validity from the channels
                 self.labels = target.max(dim=1).indices.reshape(b, -1).contiguous().numpy()
                 valid = _valid_mask(target, c, ignore_index)
                 self.has_ignore = False
         else:
-            if index and c > 1:  # index map for a multi-channel sigmoid: channel k is "label k"
-                classes = torch.arange(c).view([1, c] + [1] * (target.ndim - 2))
-                positive = target == classes
-            elif target.is_floating_point():
-                positive = target > 0.5
-            else:
-                positive = target != 0
+            positive = _positive_labels(target, c)
             self.positive = positive.reshape(b, positive.shape[1], -1).view(torch.uint8).contiguous().numpy()
             valid = _valid_mask(target, c, ignore_index)
         self.has_valid = valid is not None

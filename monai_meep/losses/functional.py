@@ -16,12 +16,13 @@ Everything is computed from ``log_softmax`` / ``logsigmoid`` of the logits in (a
 logits come in bf16 / fp16 under AMP. There are no data-dependent Python branches outside the optional value
 checks (``validate=False`` removes them), so the functions trace under ``torch.compile(fullgraph=True)``.
 
-All public functions go through :func:`regulariser_sum_count`, the single place where a fused kernel for CUDA
-tensors can be dispatched to.
+All public functions go through :func:`regulariser_sum_count`, the single place where the fused kernels are
+dispatched to (Numba on the CPU, :mod:`monai_meep.kernels.meep_cpu`; Triton for CUDA tensors when registered).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -210,6 +211,15 @@ def _bad_one_hot(target: torch.Tensor, activation: str, ignore_index: int | None
     return bad if valid is None else bad & valid
 
 
+def _positive_labels(target: torch.Tensor, n_ch: int) -> torch.Tensor:
+    """Sigmoid targets as booleans, ``(B, 1 or C, *)``: where each (channel, voxel) element's label is positive."""
+    if _is_index(target) and n_ch > 1:
+        # index map for a multi-channel sigmoid (MONAI's to_onehot_y=True, sigmoid=True): channel c = "label c"
+        classes = torch.arange(n_ch, device=target.device).view([1, n_ch] + [1] * (target.ndim - 2))
+        return target == classes
+    return target > 0.5 if target.is_floating_point() else target != 0
+
+
 def _errors_and_scored(
     logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -225,16 +235,8 @@ def _errors_and_scored(
             label = target if _is_index(target) else target.max(dim=1, keepdim=True).indices
             wrong = pred != label
         else:
-            if _is_index(target) and n_ch > 1:
-                # index map for a multi-channel sigmoid (MONAI's to_onehot_y=True, sigmoid=True): channel c = "label c"
-                classes = torch.arange(n_ch, device=target.device).view([1, n_ch] + [1] * (target.ndim - 2))
-                positive = target == classes
-            elif target.is_floating_point():
-                positive = target > 0.5
-            else:
-                positive = target != 0
             # z > 0 is p > 0.5 without the rounding of sigmoid near 0.
-            wrong = (logits > 0) != positive
+            wrong = (logits > 0) != _positive_labels(target, n_ch)
         if valid is not None:
             wrong = wrong & valid
     return wrong, valid
@@ -312,12 +314,15 @@ def regulariser_sum_count(
         from monai_meep.kernels.meep_cpu import cpu_sum_count, cpu_supports  # lazy: kernels sit below losses
 
         if cpu_supports(logits, target, kind):
-            # the kernel checks softmax index maps and the logits in its own pass; other targets are checked here
+            # the kernel checks softmax index maps and the logits in its own pass (and on a failure the check here
+            # runs to raise its message); other targets are checked here first
             in_pass = activation == "softmax" and _is_index(target)
             if validate and not in_pass:
                 _validate_values(logits, target, activation, ignore_index)
-            check = (lambda: _validate_values(logits, target, activation, ignore_index)) if validate else None
-            return cpu_sum_count(logits, target, activation, ignore_index, kind, on_invalid=check)
+            check = functools.partial(_validate_values, logits, target, activation, ignore_index)
+            return cpu_sum_count(
+                logits, target, activation, ignore_index, kind, on_invalid=check if validate and in_pass else None
+            )
     if validate:
         _validate_values(logits, target, activation, ignore_index)
     if _FUSED_SUM_COUNT is not None and logits.is_cuda:

@@ -28,7 +28,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from monai_meep.utils import cpu_threads, import_numba_kernels
+from monai_meep.utils import NUMBA_LABEL_DTYPES, cpu_threads, import_numba_kernels, numba_labels
 
 from ._histogram_common import ChunkRules, Workspace
 
@@ -47,7 +47,7 @@ MAX_PART_VOXELS = (1 << 31) - 1
 # non-float32/64 probabilities (float16, bfloat16) are converted to float32 in blocks of this many voxels
 CONVERT_VOXELS = 1 << 22
 # label dtypes the kernel reads as they are (others are converted per block, like float16 probabilities)
-_NATIVE_LABELS = (torch.int64, torch.int32, torch.uint8, torch.float32, torch.float64)
+_NATIVE_LABELS = tuple(getattr(torch, name) for name in NUMBA_LABEL_DTYPES)
 # flags of the per-part statistics vector after the Brier sums: [nll, max |sum - 1|, bad probs, bad labels]
 _NLL, _SUM_DEV, _BAD_P, _BAD_Y = range(4)
 
@@ -70,10 +70,7 @@ def _part_bounds(total: int, c: int, s_bins: int) -> list[tuple[int, int]]:
 
 def _as_kernel_input(p: torch.Tensor, t: torch.Tensor, m: torch.Tensor | None):
     p = p if p.dtype in (torch.float32, torch.float64) else p.float()
-    if t.dtype == torch.bool:
-        t = t.view(torch.uint8)
-    elif t.dtype not in _NATIVE_LABELS:  # exact: int8 / int16 in int64, float16 / bfloat16 in float64
-        t = t.double() if t.is_floating_point() else t.long()
+    t = numba_labels(t)
     arrays = [x.detach().contiguous().numpy() for x in (p, t)]
     mask = np.ones((1, 1), np.bool_) if m is None else m.detach().contiguous().numpy()[:, 0]
     return arrays[0], arrays[1], mask

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import AFFINE, make_cases, save_nifti, write_layout
 
 from monai_meep.report import CaseError, calibration_report
+
+from .conftest import AFFINE, make_cases, save_nifti, write_layout
 
 RUN = dict(workers=1, progress=False, figures=False)
 BAD = "case_100"

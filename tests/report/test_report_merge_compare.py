@@ -10,10 +10,11 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_cases, write_layout
 
 from monai_meep.report import calibration_report, merge_reports
 from monai_meep.report.__main__ import main
+
+from .conftest import make_cases, write_layout
 
 RUN = dict(workers=2, progress=False)
 INT_FIELDS = ("counts", "positives", "top_counts", "top_correct")

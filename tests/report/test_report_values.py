@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SPACING, make_cases, save_nifti, write_layout
 from monai.metrics import CalibrationErrorMetric, compute_hausdorff_distance
-from reference import reference
 
 from monai_meep.metrics.conventions import calibration_convention
 from monai_meep.report import calibration_report
+
+from .conftest import SPACING, make_cases, save_nifti, write_layout
+from .reference import reference
 
 RUN = dict(workers=2, progress=False, figures=False)
 

@@ -153,7 +153,7 @@ class PlattScaling(Calibrator):
                 # a < 0 would invert the ranking of voxels (and the segmentation). The NLL is convex, so the best
                 # map with a >= 0 lies on a = 0: the constant base rate, b = logit(mean label). A useless map, but
                 # the constrained optimum, loadable, and said aloud.
-                x, y, w = self.hist.points(t)
+                _, y, w = self.hist.points(t)
                 rate = min(max(float((w * y).sum() / w.sum()), 1e-12), 1 - 1e-12)
                 warnings.warn(
                     f"PlattScaling task {t}: the unconstrained fit has slope a={at:.4g} <= 0 (the logits are not "

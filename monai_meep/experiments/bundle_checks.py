@@ -117,7 +117,8 @@ def _cli_options(argv: Sequence[str]) -> dict[str, str]:
         name, eq, value = tok[2:].partition("=")
         if not eq:
             value = items[i + 1] if i + 1 < len(items) and not items[i + 1].startswith("--") else ""
-        out[name.replace("-", "_") if name.replace("-", "_") in RUN_ARGUMENTS else name] = value
+        key = name.replace("-", "_")  # MONAI's own arguments may be spelled with dashes; config keys may not
+        out[key if key in RUN_ARGUMENTS else name] = value
     return out
 
 

@@ -95,10 +95,6 @@ def _case_groups(rx: re.Pattern) -> list[str]:
     return [name for name, _ in sorted(rx.groupindex.items(), key=lambda kv: kv[1]) if name.startswith("case")]
 
 
-def _case_id(rx: re.Pattern, m: re.Match) -> str:
-    return "_".join(m[name] for name in _case_groups(rx))
-
-
 def find_files(
     folder: str | Path, glob: str = "*", pattern: str = DEFAULT_PATTERN, what: str = "prediction"
 ) -> tuple[dict[str, dict[int | None, list[str]]], list[Problem]]:
@@ -130,6 +126,7 @@ def find_files(
         raise ValueError(
             f"no {what} file in {str(folder)!r} matches {glob!r} with a supported suffix ({', '.join(SUFFIXES)})."
         )
+    case_groups = _case_groups(rx)
     by_path = "/" in pattern  # matched against the relative path (nested layouts), else the file name
     for p in files:
         stem, suffix = split_suffix(p)
@@ -140,7 +137,7 @@ def find_files(
             problems.append(Problem(name, str(p), f"{what} {kind} does not match the pattern {pattern!r}"))
             continue
         cls = m.groupdict().get("cls")
-        found[_case_id(rx, m)][None if cls is None else int(cls)].append(str(p))
+        found["_".join(m[g] for g in case_groups)][None if cls is None else int(cls)].append(str(p))
     return {k: dict(v) for k, v in found.items()}, problems
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "COMPARISONS",
+    "EXTENDED_BASES",
     "METRICS",
     "PairedDifference",
     "add_parser",
@@ -52,6 +53,12 @@ METRICS: dict[str, bool] = {
     "HD95 (mm)": False,
 }
 
+# the extended rows' base losses: the loss each one modifies (Dice + CE + mL1-ACE: the Dice row, its main term)
+EXTENDED_BASES: dict[str, tuple[str, ...]] = {
+    "CE": ("CE+LS", "SVLS", "MbLS", "NACL", "FLSD-53"),
+    "Dice": ("Dice+LS", "Dice+CE+mL1-ACE"),
+}
+
 # (row, reference row): every regularised / post-hoc row against its base loss first, then the pairs the paper's
 # claims need (MEEP vs the all-voxel penalty, vs focal loss, vs post-hoc calibration, KL vs entropy).
 COMPARISONS: list[tuple[str, str]] = [
@@ -70,6 +77,10 @@ COMPARISONS: list[tuple[str, str]] = [
     ),
     *((f"{base}+KL(Y_w)", f"{base}+H(Y_w)") for base in ("Dice", "CE")),
     *((f"{base}{meep}", "FL") for base in ("Dice", "CE") for meep in ("+H(Y_w)", "+KL(Y_w)")),
+    # the extended table (issue 16): each of the field's losses against its base loss, then MEEP-KL against it
+    *((row, base) for base, rows in EXTENDED_BASES.items() for row in rows),
+    ("FLSD-53", "FL"),
+    *((f"{base}+KL(Y_w)", row) for base, rows in EXTENDED_BASES.items() for row in rows),
 ]
 
 CONFIDENCE = 0.95

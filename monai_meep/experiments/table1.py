@@ -35,7 +35,19 @@ from monai_meep.experiments.bundle_runner import add_set_argument, file_logging_
 from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
 from monai_meep.experiments.table_format import export_results, write_outputs
 
-__all__ = ["BUDGETS", "MODELS", "ROWS", "EXIT_STOPPED", "add_parser", "export_results", "resolve_rows", "run_table1"]
+__all__ = [
+    "ALL_ROWS",
+    "BUDGETS",
+    "EXTENDED_ROWS",
+    "MODELS",
+    "ROWS",
+    "ROW_GROUPS",
+    "EXIT_STOPPED",
+    "add_parser",
+    "export_results",
+    "resolve_rows",
+    "run_table1",
+]
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by --time-limit, rerun to continue
 
@@ -50,6 +62,14 @@ MODELS: dict[str, dict[str, str]] = {
     "ce_hyw": {"base_loss": "ce", "regularizer": "meep_entropy"},
     "ce_klyw": {"base_loss": "ce", "regularizer": "meep_kl"},
     "fl": {"base_loss": "focal", "regularizer": "none"},
+    # the field's train-time calibration baselines (docs/baselines.md), the paper's rows' bundle with another loss
+    "ls": {"base_loss": "ls", "regularizer": "none"},
+    "ls_dice": {"base_loss": "ls_dice", "regularizer": "none"},
+    "svls": {"base_loss": "svls", "regularizer": "none"},
+    "mbls": {"base_loss": "mbls", "regularizer": "none"},
+    "nacl": {"base_loss": "nacl", "regularizer": "none"},
+    "ml1ace": {"base_loss": "ml1ace", "regularizer": "none"},
+    "flsd": {"base_loss": "flsd", "regularizer": "none"},
 }
 
 # table rows in the paper's order: (name, slug, model slug, post-hoc calibrator or None)
@@ -68,6 +88,21 @@ ROWS: list[tuple[str, str, str, str | None]] = [
     ("CE+KL(Y_w)", "ce_klyw", "ce_klyw", None),
     ("FL", "fl", "fl", None),
 ]
+
+# the extended table's further rows (issue 16; ``--rows extended``): the field's calibration losses, each trained as a
+# row of its own; docs/baselines.md gives their formulas and the base row each is compared with (stats.COMPARISONS)
+EXTENDED_ROWS: list[tuple[str, str, str, str | None]] = [
+    ("CE+LS", "ls", "ls", None),
+    ("Dice+LS", "ls_dice", "ls_dice", None),
+    ("SVLS", "svls", "svls", None),
+    ("MbLS", "mbls", "mbls", None),
+    ("NACL", "nacl", "nacl", None),
+    ("Dice+CE+mL1-ACE", "ml1ace", "ml1ace", None),
+    ("FLSD-53", "flsd", "flsd", None),
+]
+ALL_ROWS = ROWS + EXTENDED_ROWS
+# row groups accepted by --rows beside single rows
+ROW_GROUPS: dict[str, list[tuple[str, str, str, str | None]]] = {"paper": ROWS, "extended": ALL_ROWS}
 
 
 def _compare_budgets() -> dict[str, dict[str, dict[str, Any]]]:
@@ -115,7 +150,8 @@ PHANTOM_ONLY = ("num_subjects", "scale")  # phantom-size overrides, dropped for 
 
 
 def resolve_rows(rows: Sequence[str] | None) -> list[tuple[str, str, str, str | None]]:
-    """Rows by name (``"Dice+KL(Y_w)"``) or slug (``"dice_klyw"``), case-insensitive, in the paper's order.
+    """Rows by name (``"Dice+KL(Y_w)"``) or slug (``"dice_klyw"``), case-insensitive, or a group (``"paper"``: the
+    paper's 13 rows, ``"extended"``: those and :data:`EXTENDED_ROWS`), in the tables' order.
 
     Raises:
         ValueError: an unknown row (the message lists the valid ones).
@@ -123,15 +159,15 @@ def resolve_rows(rows: Sequence[str] | None) -> list[tuple[str, str, str, str | 
     if not rows:
         return list(ROWS)
     wanted = [r.strip().lower() for part in rows for r in part.split(",") if r.strip()]
-    known = {k: row for row in ROWS for k in (row[0].lower(), row[1])}
-    bad = [r for r in wanted if r not in known]
+    known = {k: row for row in ALL_ROWS for k in (row[0].lower(), row[1])}
+    bad = [r for r in wanted if r not in known and r not in ROW_GROUPS]
     if bad:
         raise ValueError(
-            f"unknown row(s) {bad}; valid rows: {', '.join(r[0] for r in ROWS)} (or slugs "
-            f"{', '.join(r[1] for r in ROWS)})."
+            f"unknown row(s) {bad}; valid rows: {', '.join(r[0] for r in ALL_ROWS)} (or slugs "
+            f"{', '.join(r[1] for r in ALL_ROWS)}), or the groups {', '.join(ROW_GROUPS)}."
         )
-    chosen = {known[r][1] for r in wanted}
-    return [r for r in ROWS if r[1] in chosen]
+    chosen = {row[1] for r in wanted for row in (ROW_GROUPS[r] if r in ROW_GROUPS else [known[r]])}
+    return [r for r in ALL_ROWS if r[1] in chosen]
 
 
 @dataclass
@@ -297,7 +333,7 @@ def run_table1(
     Args:
         task: ``"wmh"`` or ``"la"``.
         out: output folder (created); rerunning with the same folder resumes.
-        rows: row names or slugs (default: all 13 rows of the paper).
+        rows: row names, slugs or groups (:func:`resolve_rows`; default: the 13 rows of the paper).
         seeds: number of models per row (seeds ``0 .. seeds-1`` of the bundle's ``seed``; the data split is fixed).
         backbone: ``"unet"`` or ``"resunet"``.
         budget: ``"quick"`` (CPU smoke run), ``"cpu"`` (2-core CPU), ``"full"`` (the paper's setting, GPU).
@@ -409,7 +445,13 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--dataset-dir", default="", help="a real data set in a supported layout (default: the phantom)")
     p.add_argument("--backbone", choices=("unet", "resunet"), default="unet")
     p.add_argument("--seeds", type=int, default=3, help="models per row (default 3, as in the paper)")
-    p.add_argument("--rows", nargs="+", default=None, help="row names or slugs (default: all 13); e.g. dice dice_ps")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        help="row names, slugs or a group (default: paper, the 13 rows; extended: those and the field's losses); "
+        "e.g. dice dice_ps",
+    )
     p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     p.add_argument(
         "--budget",

@@ -332,3 +332,25 @@ def test_domain_shift_trains_on_two_sites_and_reports_the_change(tmp_path, fake)
         time_limit=0,
     )
     assert again["complete"] and len(fake.calls) == n and (tmp_path / "domain_shift.md").read_text() == md
+
+
+def test_extended_rows_train_the_fields_losses_and_pair_them_with_their_base(tmp_path, fake):
+    """``--rows extended``: the paper's 13 rows and the field's losses, each trained with its bundle ``base_loss``,
+    each paired with its base row (and with MEEP-KL) in paired.csv."""
+    import pandas as pd
+
+    from monai_meep.experiments import stats
+
+    res = table1.run_table1(task="la", out=tmp_path, rows=["extended"], seeds=2, progress=False, figures=False)
+    assert res["complete"] and res["cells_total"] == len(table1.ALL_ROWS) * 2 == 40
+    assert list(_md_rows(tmp_path / "table1.md")) == [r[0] for r in table1.ALL_ROWS]
+    trained = {o["base_loss"] for w, o in fake.calls if w == "train"}
+    assert {"ls", "ls_dice", "svls", "mbls", "nacl", "ml1ace", "flsd"} <= trained
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    pairs = set(zip(paired["row"], paired["reference"], strict=True))
+    for base, rows in stats.EXTENDED_BASES.items():
+        for row in rows:
+            assert (row, base) in pairs and (f"{base}+KL(Y_w)", row) in pairs
+    # a single extended row and a group mix; the order is the table's
+    assert [r[0] for r in table1.resolve_rows(["svls", "paper"])][-1] == "SVLS"
+    assert table1.resolve_rows(["paper"]) == table1.ROWS

@@ -344,5 +344,5 @@ class FlipTTAInferer(_MeanProbabilityInferer):
                         f"flip TTA needs outputs on the input grid: input spatial shape {tuple(inputs.shape[2:])}, "
                         f"output {tuple(out.shape[2:])}."
                     )
-                acc.add(torch.flip(out, dims) if dims else out)
+                acc.add(torch.flip(out, dims) if dims and torch.is_tensor(out) else out)  # add() words a non-tensor
         return acc.result()

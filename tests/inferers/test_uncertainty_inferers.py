@@ -274,6 +274,8 @@ def test_bad_inputs_raise_clear_errors():
         FlipTTAInferer(spatial_axes=(0.0,))
     with pytest.raises(ValueError, match="input grid"):
         FlipTTAInferer()(x, torch.nn.Conv3d(1, 2, 3))  # no padding: a smaller output grid
+    with pytest.raises(TypeError, match="one tensor"):
+        FlipTTAInferer()(x, lambda t: (t, t))  # deep-supervision style tuple
     acc = ProbabilityAccumulator()
     with pytest.raises(ValueError, match="nothing to average"):
         acc.result()

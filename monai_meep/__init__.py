@@ -14,13 +14,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import calibration, data, handlers, losses, metrics, transforms, visualize
+from . import calibration, data, handlers, inferers, losses, metrics, transforms, visualize
 
 __all__ = [
     "__version__",
     "calibration",
     "data",
     "handlers",
+    "inferers",
     "losses",
     "metrics",
     "transforms",

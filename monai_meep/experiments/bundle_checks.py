@@ -37,7 +37,8 @@ __all__ = [
 #: ``eval_split`` names and the datalist key each one reads.
 EVAL_SPLITS = {"train": "training", "val": "validation", "validation": "validation", "test": "test"}
 
-#: the bundle conveniences :func:`check_settings` knows: ``(kind, minimum)``; ``None`` allowed where marked ``?``.
+#: the bundle conveniences :func:`check_settings` knows: ``(kind, minimum)``; ``None`` allowed where marked ``?``;
+#: a ``rate`` lies in ``[minimum, 1)``.
 SETTING_KINDS: dict[str, tuple[str, float | None]] = {
     "max_epochs": ("int", 1),
     "batch_size": ("int", 1),
@@ -54,6 +55,7 @@ SETTING_KINDS: dict[str, tuple[str, float | None]] = {
     "scale": ("float", None),
     "sw_overlap": ("float", 0),
     "meep_lambda": ("float?", 0),
+    "dropout": ("rate", 0),
 }
 
 
@@ -68,7 +70,8 @@ def check_settings(**settings: Any) -> bool:
 
     Integers must be ``int`` (not ``bool``, not a string such as ``"two"``) and at least their minimum; floats a
     finite real number (``learning_rate``, ``scale`` and ``lr_gamma`` > 0, others at least their minimum);
-    ``meep_lambda`` may also be ``None`` (the paper's value).
+    ``meep_lambda`` may also be ``None`` (the paper's value); ``dropout`` (the network's dropout rate) lies in
+    ``[0, 1)``.
 
     Returns:
         True (so the config's ``initialize`` list can hold the call).
@@ -96,9 +99,10 @@ def check_settings(**settings: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(name, value, "a number" + (" or null" if kind.endswith("?") else ""), type_error=True)
         bad = value != value or value in (float("inf"), float("-inf"))
-        bad = bad or (value < minimum if minimum is not None else value <= 0)
+        bad = bad or (value < minimum if minimum is not None else value <= 0) or (kind == "rate" and value >= 1)
         if bad:
             bound = f">= {minimum:g}" if minimum is not None else "> 0"
+            bound += " and < 1" if kind == "rate" else ""
             _fail(name, value, f"a finite number {bound}", type_error=False)
     return True
 

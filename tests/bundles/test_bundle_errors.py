@@ -34,6 +34,9 @@ from .conftest import BUNDLES, error_chain
         ({"scale": "0.3"}, TypeError, "'scale' must be a number"),
         ({"meep_lambda": -0.5}, ValueError, "'meep_lambda' must be a finite number >= 0"),
         ({"meep_lambda": "paper"}, TypeError, "'meep_lambda' must be a number or null"),
+        ({"dropout": 1.0}, ValueError, "'dropout' must be a finite number >= 0 and < 1"),
+        ({"dropout": -0.1}, ValueError, "'dropout' must be a finite number >= 0 and < 1"),
+        ({"dropout": "0.1"}, TypeError, "'dropout' must be a number"),
         ({"max_epoch": 3}, ValueError, "does not know 'max_epoch'"),
     ],
 )
@@ -44,6 +47,7 @@ def test_check_settings_names_the_key(settings, error, match):
 
 def test_check_settings_accepts_the_defaults():
     assert check_settings(max_epochs=200, learning_rate=1e-4, scale=1.0, meep_lambda=None, sw_overlap=0.0, seed=0)
+    assert check_settings(dropout=0.0) and check_settings(dropout=0.5)
 
 
 def test_split_items():

@@ -155,6 +155,25 @@ def test_loss_is_the_json_component_graph(task):
     assert "valid names are none, meep_entropy, meep_kl, confidence_penalty" in error_chain(info.value)
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_dropout_reaches_the_network_and_the_run_settings(task):
+    """--dropout builds the MC-dropout variant of the same network (same state_dict keys), recorded in run_settings."""
+    from monai_meep.inferers import dropout_layers
+
+    small = {"channels": [4, 8], "strides": [2]}
+    plain = _parser(task, **small).get_parsed_content("network_def")
+    parser = _parser(task, dropout=0.1, **small)
+    net = parser.get_parsed_content("network_def")
+    assert plain.dropout == 0.0 and net.dropout == 0.1
+    assert dropout_layers(net) and all(m.p == 0.1 for m in dropout_layers(net))
+    assert net.state_dict().keys() == plain.state_dict().keys()  # a model.pt of either loads into the other
+    assert parser.get_parsed_content("run_settings")["network"]["dropout"] == 0.1
+    inference = ConfigParser()
+    inference.read_config(config_files(task, "inference"))
+    inference.update({"bundle_root": str(BUNDLES / f"{task}_meep"), "dropout": 0.2, **small})
+    assert inference.get_parsed_content("network_def").dropout == 0.2
+
+
 def test_json_transforms_match_the_python_pipelines(tmp_path):
     """train.json spells out la_transforms / wmh_transforms: same output on the same item and random state."""
     from monai_meep.data import la_transforms, prepare_dataset, wmh_transforms

@@ -1,0 +1,27 @@
+# Copyright (c) monai_meep developers.
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Evaluation-time uncertainty baselines as MONAI-style inferers: deep ensembles, MC dropout, flip TTA."""
+
+from __future__ import annotations
+
+from .accumulate import ProbabilityAccumulator, ProbabilityActivation, UncertaintyOutput
+from .uncertainty import (
+    DROPOUT_TYPES,
+    EnsembleInferer,
+    FlipTTAInferer,
+    MCDropoutInferer,
+    dropout_layers,
+    mc_dropout_mode,
+)
+
+__all__ = [
+    "DROPOUT_TYPES",
+    "EnsembleInferer",
+    "FlipTTAInferer",
+    "MCDropoutInferer",
+    "ProbabilityAccumulator",
+    "ProbabilityActivation",
+    "UncertaintyOutput",
+    "dropout_layers",
+    "mc_dropout_mode",
+]

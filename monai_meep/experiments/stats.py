@@ -81,6 +81,15 @@ COMPARISONS: list[tuple[str, str]] = [
     *((row, base) for base, rows in EXTENDED_BASES.items() for row in rows),
     ("FLSD-53", "FL"),
     *((f"{base}+KL(Y_w)", row) for base, rows in EXTENDED_BASES.items() for row in rows),
+    # the evaluation-time uncertainty baselines against the model(s) they run, then MEEP-KL against them
+    ("Dice+MC dropout", "Dice"),
+    ("Dice+MC dropout", "Dice+Dropout"),
+    ("Dice+Dropout", "Dice"),
+    ("Dice+TTA", "Dice"),
+    ("Ensemble(Dice)", "Dice"),
+    ("Ensemble(Dice+KL(Y_w))", "Dice+KL(Y_w)"),
+    ("Ensemble(Dice+KL(Y_w))", "Ensemble(Dice)"),
+    *(("Dice+KL(Y_w)", row) for row in ("Dice+MC dropout", "Dice+TTA", "Ensemble(Dice)")),
 ]
 
 CONFIDENCE = 0.95

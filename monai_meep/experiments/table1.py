@@ -51,6 +51,12 @@ __all__ = [
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by --time-limit, rerun to continue
 
+MC_DROPOUT_RATE = 0.1  # the MC-dropout network's dropout rate (Gal & Ghahramani's common choice; not tuned here)
+# the evaluation-time uncertainty baselines: a row's "method" that evaluates its model(s) through the bundle's
+# --uncertainty option (bundle_uncertainty) instead of fitting a calibrator
+UNCERTAINTY_METHODS = ("ensemble", "mc_dropout", "tta")
+MC_SAMPLES = 10  # MC-dropout passes (issue 16's default)
+
 # trained models: slug -> bundle loss overrides (lambda / beta: the paper's defaults of build_loss)
 MODELS: dict[str, dict[str, str]] = {
     "dice": {"base_loss": "dice", "regularizer": "none"},
@@ -70,6 +76,8 @@ MODELS: dict[str, dict[str, str]] = {
     "nacl": {"base_loss": "nacl", "regularizer": "none"},
     "ml1ace": {"base_loss": "ml1ace", "regularizer": "none"},
     "flsd": {"base_loss": "flsd", "regularizer": "none"},
+    # the MC-dropout row's network: the Dice row's with dropout in every block (scored deterministically too)
+    "dice_dropout": {"base_loss": "dice", "regularizer": "none", "dropout": MC_DROPOUT_RATE},
 }
 
 # table rows in the paper's order: (name, slug, model slug, post-hoc calibrator or None)
@@ -99,6 +107,12 @@ EXTENDED_ROWS: list[tuple[str, str, str, str | None]] = [
     ("NACL", "nacl", "nacl", None),
     ("Dice+CE+mL1-ACE", "ml1ace", "ml1ace", None),
     ("FLSD-53", "flsd", "flsd", None),
+    ("Dice+Dropout", "dice_dropout", "dice_dropout", None),
+    ("Dice+MC dropout", "dice_mcd", "dice_dropout", "mc_dropout"),
+    ("Dice+TTA", "dice_tta", "dice", "tta"),
+    # one deep ensemble of the row's seeds' models; its values stand in every seed's column (docs/baselines.md)
+    ("Ensemble(Dice)", "ens_dice", "dice", "ensemble"),
+    ("Ensemble(Dice+KL(Y_w))", "ens_dice_klyw", "dice_klyw", "ensemble"),
 ]
 ALL_ROWS = ROWS + EXTENDED_ROWS
 # row groups accepted by --rows beside single rows
@@ -172,7 +186,11 @@ def resolve_rows(rows: Sequence[str] | None) -> list[tuple[str, str, str, str | 
 
 @dataclass
 class Unit:
-    """One unit of work: ``kind`` "train" (train + evaluate ``model``) or "posthoc" (fit + evaluate ``method``)."""
+    """One unit of work: ``kind`` "train" (train + evaluate ``model``), "posthoc" (fit + evaluate a calibrator
+    ``method``) or "uncertainty" (evaluate through an uncertainty ``method``: ensemble, MC dropout, TTA).
+
+    The units of an ensemble row share one ``run_dir`` (so one marker): the first that runs fills every seed's cell.
+    """
 
     kind: str
     model: str
@@ -180,7 +198,7 @@ class Unit:
     run_dir: Path
     method: str | None = None
     row: str | None = None  # table row this unit fills (None: a dependency only)
-    depends: Unit | None = field(default=None, repr=False)
+    depends: tuple[Unit, ...] = field(default=(), repr=False)  # the train units whose models it needs
 
     @property
     def tag(self) -> str:
@@ -205,7 +223,17 @@ def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]
     over = {**common, **MODELS[unit.model], "run_dir": str(unit.run_dir), "seed": unit.seed}
     ev = {**over, "save_maps": False, "eval_dir": str(unit.eval_dir)}
     started, t0, stages = utc_now(), time.perf_counter(), {}
-    if unit.method is None:
+    if unit.kind == "uncertainty":
+        ev = {**ev, "uncertainty": unit.method, "mc_samples": MC_SAMPLES}
+        if unit.method == "ensemble":  # evaluated from the first member's run folder, the others' weights added
+            first = unit.depends[0]
+            ev.update(
+                run_dir=str(first.run_dir),
+                seed=first.seed,
+                ensemble_ckpts=[str(d.run_dir / "models" / "model.pt") for d in unit.depends],
+            )
+        stages["evaluate_s"] = run_bundle(task, "evaluate", ev, logging_file=log_conf)
+    elif unit.method is None:
         trained = unit.run_dir / "trained.json"
         if not trained.is_file():  # else a previous call trained it and stopped before the evaluation finished
             stages["train_s"] = run_bundle(task, "train", over, logging_file=log_conf)
@@ -230,7 +258,7 @@ def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]
         "seed": unit.seed,
         "run_dir": str(unit.run_dir),
         "eval_dir": str(unit.eval_dir),
-        "overrides": over,
+        "overrides": ev if unit.kind == "uncertainty" else over,
         "stages_s": stages,
         "wall_s": time.perf_counter() - t0,
         "started": started,
@@ -246,25 +274,33 @@ def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]
 
 def _plan(rows: Sequence[tuple[str, str, str, str | None]], seeds: Sequence[int], runs: Path) -> list[Unit]:
     """Units in execution order: seed by seed (a partial run fills whole seeds first), each post-hoc unit right after
-    the model it calibrates."""
+    the model it calibrates; the ensemble rows last, once every seed's models exist."""
     units: list[Unit] = []
+    trains: dict[tuple[str, int], Unit] = {}
     for seed in seeds:
-        trains: dict[str, Unit] = {}
         for name, _, model, method in rows:
-            if model not in trains:
-                trains[model] = Unit("train", model, seed, runs / model / f"seed{seed}")
-                units.append(trains[model])
+            if (model, seed) not in trains:
+                trains[model, seed] = Unit("train", model, seed, runs / model / f"seed{seed}")
+                units.append(trains[model, seed])
+            train = trains[model, seed]
             if method is None:
-                trains[model].row = name
+                train.row = name
+            elif method in ("ensemble",):
+                continue
             else:
-                units.append(Unit("posthoc", model, seed, trains[model].run_dir, method, name, trains[model]))
+                kind = "uncertainty" if method in UNCERTAINTY_METHODS else "posthoc"
+                units.append(Unit(kind, model, seed, train.run_dir, method, name, (train,)))
+    for name, _, model, method in rows:
+        if method == "ensemble":
+            members = tuple(trains[model, s] for s in seeds)
+            units += [Unit("uncertainty", model, s, runs / model / "ensemble", method, name, members) for s in seeds]
     return units
 
 
 def _estimate(units: Sequence[Unit], kind: str, budget: str) -> float:
     """Median wall time of the finished units of ``kind`` (from their markers), else the budget's default."""
     times = [r["wall_s"] for u in units if u.kind == kind and (r := read_json(u.marker)) and "wall_s" in r]
-    return statistics.median(times) if times else _DEFAULT_ESTIMATE[budget][kind == "posthoc"]
+    return statistics.median(times) if times else _DEFAULT_ESTIMATE[budget][kind != "train"]
 
 
 def _invalidate(unit: Unit) -> bool:
@@ -359,6 +395,9 @@ def run_table1(
     if int(seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}.")
     chosen = resolve_rows(rows)
+    ensembles = [name for name, _, _, method in chosen if method == "ensemble"]
+    if ensembles and int(seeds) < 2:
+        raise ValueError(f"the ensemble rows {ensembles} need seeds >= 2 (one model per seed), got {seeds}.")
     out = Path(out).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(BUDGETS[budget][task])
@@ -394,24 +433,26 @@ def run_table1(
                 pending.remove(u)
                 bar.update(u.row is not None)
                 continue
-            if u.depends is not None and not u.depends.done():
+            if not all(d.done() for d in u.depends):
                 continue
-            # the vanilla model was trained on another machine whose checkpoints did not travel (e.g. a GPU session
+            # a vanilla model was trained on another machine whose checkpoints did not travel (e.g. a GPU session
             # that stopped between the two): it is retrained and re-scored, so a row and its PS / IR share one model
-            retrain = u.depends is not None and not (u.run_dir / "models" / "model.pt").is_file()
+            retrain = [d for d in u.depends if not (d.run_dir / "models" / "model.pt").is_file()]
             # a vanilla model's post-hoc units follow it at once: budget for them too, so a stop never separates them
             est = _estimate(units, u.kind, budget) + sum(
-                _estimate(units, "posthoc", budget) for p in pending if p.depends is u and not p.done()
+                _estimate(units, p.kind, budget)
+                for p in pending
+                if any(d is u for d in p.depends) and p.kind == "posthoc" and not p.done()
             )
-            if retrain:
-                est += _estimate(units, "train", budget)
+            est += len(retrain) * _estimate(units, "train", budget)
             if time.time() + est > deadline:
                 stopped = True
                 break
             if retrain:
-                if _invalidate(u.depends):
-                    pending.insert(pending.index(u), u.depends)
-                    bar.update(-int(u.depends.row is not None))
+                for d in retrain:
+                    if _invalidate(d):
+                        pending.insert(pending.index(u), d)
+                        bar.update(-int(d.row is not None))
                 continue
             lock = RunLock(u.run_dir / f".lock_{u.tag}")
             if not lock.acquire():

@@ -313,6 +313,13 @@ def write_outputs(
         "Best mean per column in bold. PS / IR: Platt / isotonic calibrators fitted on the validation split "
         "of the Dice / CE model of the same seed.\n"
     )
+    if any(method == "ensemble" for *_, method in rows):
+        note += (
+            "Ensemble rows: one deep ensemble of the row's seeds' models (mean probability); its per-subject values "
+            "stand in every seed's column, so its std is 0 and its paired differences are the ensemble minus each "
+            "single model. MC dropout: 10 passes of the Dice model trained with dropout 0.1; TTA: the mean over all "
+            "flips of the spatial axes.\n"
+        )
     bad = {r: c["HD (mm)"]["n_nonfinite"] for r, c in table.items() if c["HD (mm)"]["n_nonfinite"]}
     if bad:
         note += f"\nHD undefined (empty prediction or label) for (row: subject-models) {bad}; left out of the means.\n"
@@ -330,7 +337,8 @@ def write_outputs(
         from monai_meep.experiments.stats import write_paired
 
         files += write_paired(out, title=title, task=task)
-    records = [read_json(u.marker) for u in units if u.done()]
+    # the units of an ensemble row share one marker: one record per marker
+    records = [read_json(m) for m in dict.fromkeys(u.marker for u in units if u.done())]
     starts = sorted(r["started"] for r in records if r.get("started"))
     ends = sorted(r["finished"] for r in records if r.get("finished"))
     atomic_write_json(
@@ -349,7 +357,7 @@ def write_outputs(
             "written": utc_now(),
             "complete": complete,
             "runs_done": len(records),
-            "runs_total": len(units),
+            "runs_total": len({u.marker for u in units}),
             # total_wall_s: the runs' own wall times summed (one runner process: the table's wall time, whatever the
             # pauses between sittings); first_started / last_finished span the sittings too
             "total_wall_s": sum(r.get("wall_s", 0.0) for r in records),

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from .accumulate import ProbabilityAccumulator, ProbabilityActivation, UncertaintyOutput
+from .adapter import ProbabilityInferer
 from .uncertainty import (
     DROPOUT_TYPES,
     EnsembleInferer,
@@ -21,6 +22,7 @@ __all__ = [
     "MCDropoutInferer",
     "ProbabilityAccumulator",
     "ProbabilityActivation",
+    "ProbabilityInferer",
     "UncertaintyOutput",
     "dropout_layers",
     "mc_dropout_mode",

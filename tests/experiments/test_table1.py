@@ -151,6 +151,7 @@ def test_quick_resume_skips_finished_and_finishes_interrupted(quick_run, monkeyp
 def _fake_value(key: str, overrides: dict, subject: str) -> float:
     """Deterministic synthetic metric per (model, seed, calibrator, subject), in the bundle's raw units."""
     tag = f"{overrides['base_loss']}/{overrides['regularizer']}/{overrides['seed']}/{overrides.get('calibrator', '')}"
+    tag += f"/{overrides.get('uncertainty', 'none')}/{overrides.get('dropout', 0.0)}"
     rng = np.random.default_rng(zlib.crc32(f"{tag}|{key}|{subject}".encode()))
     return {
         "val_mean_dice": rng.uniform(0.5, 0.9),
@@ -335,22 +336,42 @@ def test_domain_shift_trains_on_two_sites_and_reports_the_change(tmp_path, fake)
 
 
 def test_extended_rows_train_the_fields_losses_and_pair_them_with_their_base(tmp_path, fake):
-    """``--rows extended``: the paper's 13 rows and the field's losses, each trained with its bundle ``base_loss``,
-    each paired with its base row (and with MEEP-KL) in paired.csv."""
+    """``--rows extended``: the paper's 13 rows, the field's losses (each trained with its bundle ``base_loss``) and
+    the uncertainty baselines (evaluated through ``--uncertainty``), each paired with its base row in paired.csv."""
     import pandas as pd
 
     from monai_meep.experiments import stats
 
     res = table1.run_table1(task="la", out=tmp_path, rows=["extended"], seeds=2, progress=False, figures=False)
-    assert res["complete"] and res["cells_total"] == len(table1.ALL_ROWS) * 2 == 40
+    assert res["complete"] and res["cells_total"] == len(table1.ALL_ROWS) * 2 == 50
     assert list(_md_rows(tmp_path / "table1.md")) == [r[0] for r in table1.ALL_ROWS]
-    trained = {o["base_loss"] for w, o in fake.calls if w == "train"}
-    assert {"ls", "ls_dice", "svls", "mbls", "nacl", "ml1ace", "flsd"} <= trained
+    trains = [o for w, o in fake.calls if w == "train"]
+    assert {"ls", "ls_dice", "svls", "mbls", "nacl", "ml1ace", "flsd"} <= {o["base_loss"] for o in trains}
+    assert len(trains) == len(table1.MODELS) * 2  # every model once per seed, the dropout variant included
+    assert [o["dropout"] for o in trains if o.get("dropout")] == [table1.MC_DROPOUT_RATE] * 2
+    uq = [o for w, o in fake.calls if w == "evaluate" and o.get("uncertainty")]
+    assert sorted(o["uncertainty"] for o in uq) == sorted(["mc_dropout"] * 2 + ["tta"] * 2 + ["ensemble"] * 2)
+    assert all(o["dropout"] == table1.MC_DROPOUT_RATE for o in uq if o["uncertainty"] == "mc_dropout")
+    # one ensemble per row, of both seeds' models, evaluated once; its values fill both seeds' cells
+    ens = [o for o in uq if o["uncertainty"] == "ensemble"]
+    assert sorted(o["ensemble_ckpts"][1].split("/runs/")[1] for o in ens) == [
+        "dice/seed1/models/model.pt",
+        "dice_klyw/seed1/models/model.pt",
+    ]
+    per_subject = pd.read_csv(tmp_path / "per_subject" / "ens_dice.csv")
+    by_seed = per_subject.pivot_table(index="subject", columns="seed", values="DSC")
+    assert by_seed.shape[1] == 2 and (by_seed[0] == by_seed[1]).all()
+    assert res["table"]["Ensemble(Dice)"]["DSC"]["std"] == 0.0
     paired = pd.read_csv(tmp_path / "paired.csv")
     pairs = set(zip(paired["row"], paired["reference"], strict=True))
     for base, rows in stats.EXTENDED_BASES.items():
         for row in rows:
             assert (row, base) in pairs and (f"{base}+KL(Y_w)", row) in pairs
+    assert {("Ensemble(Dice)", "Dice"), ("Dice+MC dropout", "Dice+Dropout"), ("Dice+TTA", "Dice")} <= pairs
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert m["runs_done"] == m["runs_total"] == len(m["runs"])
     # a single extended row and a group mix; the order is the table's
     assert [r[0] for r in table1.resolve_rows(["svls", "paper"])][-1] == "SVLS"
     assert table1.resolve_rows(["paper"]) == table1.ROWS
+    with pytest.raises(ValueError, match="seeds >= 2"):
+        table1.run_table1(task="la", out=tmp_path / "one", rows=["ens_dice"], seeds=1, progress=False)

@@ -30,12 +30,17 @@ __all__ = [
     "check_cli_overrides",
     "check_settings",
     "install_error_hook",
+    "metric_prefix",
     "root_cause",
     "split_items",
 ]
 
 #: ``eval_split`` names and the datalist key each one reads.
 EVAL_SPLITS = {"train": "training", "val": "validation", "validation": "validation", "test": "test"}
+
+#: the prefix of the metric names an evaluation of each datalist split writes (``test_mean_dice``, ...); the
+#: validation during training keeps ``val_``.
+SPLIT_METRIC_PREFIXES = {"training": "train_", "validation": "val_", "test": "test_"}
 
 #: the bundle conveniences :func:`check_settings` knows: ``(kind, minimum)``; ``None`` allowed where marked ``?``;
 #: a ``rate`` lies in ``[minimum, 1)``.
@@ -189,6 +194,18 @@ def split_items(datalist: Mapping[str, Sequence[dict]], eval_split: Any) -> Sequ
     if not isinstance(eval_split, str) or eval_split.lower() not in EVAL_SPLITS:
         raise ValueError(f"unknown eval_split {eval_split!r}; valid values are {', '.join(EVAL_SPLITS)}.")
     return datalist[EVAL_SPLITS[eval_split.lower()]]
+
+
+def metric_prefix(eval_split: Any) -> str:
+    """The prefix of the metric names (and their CSV files) of an evaluation of ``eval_split``: ``test_`` for the
+    test split, ``val_`` for the validation split, ``train_`` for the training split.
+
+    Raises:
+        ValueError: an unknown split name, naming the valid ones.
+    """
+    if not isinstance(eval_split, str) or eval_split.lower() not in EVAL_SPLITS:
+        raise ValueError(f"unknown eval_split {eval_split!r}; valid values are {', '.join(EVAL_SPLITS)}.")
+    return SPLIT_METRIC_PREFIXES[EVAL_SPLITS[eval_split.lower()]]
 
 
 def root_cause(exc: BaseException) -> BaseException:

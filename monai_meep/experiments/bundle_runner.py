@@ -23,6 +23,8 @@ from typing import Any
 from monai_meep.utils import atomic_open
 
 __all__ = [
+    "LEGACY_TEST_PREFIX",
+    "TEST_PREFIX",
     "WORKFLOWS",
     "add_set_argument",
     "bundle_dir",
@@ -142,18 +144,38 @@ def run_bundle(
     return time.perf_counter() - start
 
 
-def read_metrics(eval_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
+#: prefix of the test-split metric names of the bundles' ``evaluate.json`` (``test_mean_dice_raw.csv``, ...)
+TEST_PREFIX = "test_"
+#: the prefix the test-split metrics had before they were renamed (evaluation folders written by earlier versions)
+LEGACY_TEST_PREFIX = "val_"
+
+
+def read_metrics(eval_dir: str | os.PathLike, legacy_test_names: bool = True) -> dict[str, dict[str, float]]:
     """Per-subject values of every metric written by ``MetricsSaver`` in ``eval_dir``: ``{metric: {subject: v}}``.
 
-    Reads the ``<metric>_raw.csv`` files (``filename,class0[,...],mean``) and keeps the ``mean`` column.
+    Reads the ``<metric>_raw.csv`` files (``filename,foreground[,...],mean[,region]``) and keeps the ``mean`` column.
+
+    Args:
+        eval_dir: an evaluation folder of the test split (``eval/test[_<calibrator>]``).
+        legacy_test_names: a test-split folder written before the rename holds ``val_<name>_raw.csv``: return its
+            values as ``test_<name>`` (a ``test_<name>_raw.csv`` beside it wins). Pass ``False`` for a folder of the
+            validation split, whose metrics are ``val_*``.
     """
     import csv
 
     out: dict[str, dict[str, float]] = {}
+    legacy: dict[str, dict[str, float]] = {}
     for path in sorted(Path(eval_dir).glob("*_raw.csv")):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-        out[path.name[: -len("_raw.csv")]] = {r["filename"]: float(r["mean"]) for r in rows}
+        name = path.name[: -len("_raw.csv")]
+        values = {r["filename"]: float(r["mean"]) for r in rows}
+        if legacy_test_names and name.startswith(LEGACY_TEST_PREFIX):
+            legacy[TEST_PREFIX + name[len(LEGACY_TEST_PREFIX) :]] = values
+        else:
+            out[name] = values
+    for name, values in legacy.items():
+        out.setdefault(name, values)
     return out
 
 

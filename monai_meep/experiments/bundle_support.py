@@ -43,6 +43,7 @@ __all__ = [
     "map_name_formatter",
     "num_res_units",
     "prepare_run",
+    "renamed_metrics",
     "resolve_dataset",
     "select",
     "settings_differences",
@@ -510,6 +511,25 @@ def attach_handlers(handlers: Sequence[Any] | None, engine: Any) -> Any:
 CALIBRATORS = ("platt", "isotonic", "temperature")
 # generic file names of the supported layouts: the subject is named by its folders instead
 _GENERIC_STEMS = {"flair", "t1", "mri_norm2", "image", "imaging", "wmh", "label"}
+
+
+def renamed_metrics(metrics: dict[str, Any] | None, prefix: str, old: str = "val_") -> dict[str, Any]:
+    """``metrics`` (name -> Ignite metric handler) with the prefix ``old`` of each name replaced by ``prefix``.
+
+    ``evaluate.json`` reuses the validation metrics of ``train.json`` (``val_mean_dice``, ``val_ece``, ...) under
+    the names of the split it scores (``test_mean_dice``, ... for ``eval_split`` test). Names without ``old`` keep
+    theirs.
+
+    Raises:
+        ValueError: two names that become one.
+    """
+    out: dict[str, Any] = {}
+    for name, handler in (metrics or {}).items():
+        new = prefix + name[len(old) :] if name.startswith(old) else name
+        if new in out:
+            raise ValueError(f"metric names {sorted(metrics)} give {new!r} twice with the prefix {prefix!r}.")
+        out[new] = handler
+    return out
 
 
 def calibrator_file(ckpt_dir: str, method: str) -> str:

@@ -75,12 +75,12 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
 
 # (metric file name, column header, scale factor, decimals); headers follow the paper's units
 COLUMNS: list[tuple[str, str, float, int]] = [
-    ("val_mean_dice", "DSC", 1.0, 3),
-    ("val_hd95_mm", "HD95 (mm)", 1.0, 2),
-    ("val_hd_mm", "HD (mm)", 1.0, 2),
-    ("val_brier", "Brier (x1e-4)", 1e4, 2),
-    ("val_brier_plus", "Brier+", 1.0, 3),
-    ("val_ece", "ECE (x1e-3)", 1e3, 2),
+    ("test_mean_dice", "DSC", 1.0, 3),
+    ("test_hd95_mm", "HD95 (mm)", 1.0, 2),
+    ("test_hd_mm", "HD (mm)", 1.0, 2),
+    ("test_brier", "Brier (x1e-4)", 1e4, 2),
+    ("test_brier_plus", "Brier+", 1.0, 3),
+    ("test_ece", "ECE (x1e-3)", 1e3, 2),
 ]
 
 MODELS: list[tuple[str, str, dict[str, Any]]] = [

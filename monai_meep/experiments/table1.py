@@ -31,7 +31,13 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from monai_meep.experiments.bundle_runner import add_set_argument, file_logging_conf, parse_set, run_bundle
+from monai_meep.experiments.bundle_runner import (
+    add_set_argument,
+    file_logging_conf,
+    parse_set,
+    read_metrics,
+    run_bundle,
+)
 from monai_meep.experiments.manifest import RunLock, atomic_write_json, environment_info, read_json, utc_now
 from monai_meep.experiments.table_format import export_results, write_outputs
 
@@ -244,7 +250,8 @@ def _run_unit(task: str, unit: Unit, common: dict[str, Any], env: dict[str, Any]
             task, "calibrate", {**over, "calibration_method": unit.method}, logging_file=log_conf
         )
         stages["evaluate_s"] = run_bundle(task, "evaluate", {**ev, "calibrator": unit.method}, logging_file=log_conf)
-    missing = [f for f in ("val_mean_dice_raw.csv", "val_ece_raw.csv") if not (unit.eval_dir / f).is_file()]
+    found = read_metrics(unit.eval_dir)  # test_* (or, written by an earlier version, val_*) per-subject files
+    missing = [f"{m}_raw.csv" for m in ("test_mean_dice", "test_ece") if m not in found]
     if missing:
         raise RuntimeError(
             f"evaluation of {unit.model} seed {unit.seed} wrote no {missing} in {unit.eval_dir}; "

@@ -36,16 +36,16 @@ __all__ = [
     "write_outputs",
 ]
 
-# (metric file stem written by the bundle's evaluate.json, column header, scale, higher_is_better)
+# (metric file stem written by the bundle's evaluate.json on the test split, column header, scale, higher_is_better)
 COLUMNS: list[tuple[str, str, float, bool]] = [
-    ("val_mean_dice", "DSC", 1.0, True),
-    ("val_hd_mm", "HD (mm)", 1.0, False),
-    ("val_brier", "Brier (x1e-4)", 1e4, False),
-    ("val_brier_plus", "Brier+", 1.0, False),
-    ("val_ece", "ECE (x1e-3)", 1e3, False),
+    ("test_mean_dice", "DSC", 1.0, True),
+    ("test_hd_mm", "HD (mm)", 1.0, False),
+    ("test_brier", "Brier (x1e-4)", 1e4, False),
+    ("test_brier_plus", "Brier+", 1.0, False),
+    ("test_ece", "ECE (x1e-3)", 1e3, False),
 ]
 # written to the CSV and per-subject files, not to the paper-layout markdown
-EXTRA_COLUMNS: list[tuple[str, str, float, bool]] = [("val_hd95_mm", "HD95 (mm)", 1.0, False)]
+EXTRA_COLUMNS: list[tuple[str, str, float, bool]] = [("test_hd95_mm", "HD95 (mm)", 1.0, False)]
 DECIMALS = 3  # as in the paper's table
 
 Metrics = Mapping[str, Mapping[str, float]]  # metric stem -> subject -> value

@@ -53,7 +53,8 @@ class ReliabilityDiagramSaver:
     - ``reliability.png``: reliability diagram (observed frequency bars vs the diagonal, gap shaded, ECE on
       ``ece_bins`` bins in the title), one panel per plotted class;
     - ``probability_histogram.png``: histogram of the predicted probabilities, log-scale counts (paper Fig. 2);
-    - ``reliability.csv``: the bin table (``epoch, class, bin, lower, upper, count, confidence, frequency``);
+    - ``reliability.csv``: the bin table (``epoch, class, bin, lower, upper, count, confidence, frequency``, ...,
+      and ``region`` when one is given);
     - both figures to TensorBoard (``add_figure``, ``global_step`` = epoch) when a writer is given, or found on a
       MONAI TensorBoard handler attached to the same engine.
 
@@ -81,6 +82,8 @@ class ReliabilityDiagramSaver:
         dpi: resolution of the PNGs.
         title: what the figures show, e.g. ``"Dice + MEEP-KL, test split"``; the figure titles read
             ``"Reliability: <title> (epoch N)"`` (default: the epoch only).
+        region: the image region the bins cover, e.g. ``"whole volume"`` or ``"heart-centred crop 144x144x80
+            voxels"``, written as a ``region`` column of ``reliability.csv`` (``None``: no column).
 
     Raises:
         OptionalImportError: when matplotlib or pandas is not installed.
@@ -111,6 +114,7 @@ class ReliabilityDiagramSaver:
         num_sub_bins: int | None = None,
         dpi: int = 100,
         title: str | None = None,
+        region: str | None = None,
     ) -> None:
         if not (_has_mpl and _has_agg):
             raise OptionalImportError("ReliabilityDiagramSaver needs matplotlib (pip install 'matplotlib>=3.7').")
@@ -136,6 +140,7 @@ class ReliabilityDiagramSaver:
         self.find_writer = find_writer
         self.tag, self.dpi = tag, dpi
         self.title = None if title in (None, "") else str(title)
+        self.region = None if region in (None, "") else str(region)
         self.histogram = CalibrationHistogram(int(num_classes), num_sub_bins=sub)
         self.last_curve: Any = None  # the ReliabilityCurve of the last completed epoch (all classes)
         self.last_ece: dict[str, float] = {}
@@ -239,6 +244,8 @@ class ReliabilityDiagramSaver:
         frame["ece_bins"] = self.ece_bins
         names = self._names()
         frame["ece"] = [eces["top-label" if self.mode == "top_label" else names[r["class"]]] for r in records]
+        if self.region is not None:
+            frame["region"] = self.region
         with atomic_open(os.path.join(self.output_dir, "reliability.csv"), newline="") as f:
             frame.to_csv(f, index=False)
         writer = self.summary_writer

@@ -201,3 +201,36 @@ def test_json_transforms_match_the_python_pipelines(tmp_path):
                     assert x["image"].shape == y["image"].shape
                     torch.testing.assert_close(x["label"].as_tensor(), y["label"].as_tensor())
                 torch.testing.assert_close(x["image"].as_tensor()[common], y["image"].as_tensor()[common])
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_evaluation_names_metrics_after_its_split_and_states_the_region(task):
+    """evaluate.json scores the test split as test_* (train.json's validation stays val_*) and hands the region
+    its metrics cover (LA: the heart-centred crop, WMH: the whole volume) to the CSV writers."""
+    from monai_meep.data import roi_size_for_scale
+
+    def parser(workflow, **overrides):
+        p = ConfigParser()
+        p.read_config(config_files(task, workflow))
+        p.update({"bundle_root": str(BUNDLES / f"{task}_meep"), "scale": 0.3, **overrides})
+        return p
+
+    def names(p):
+        keys = ("key_val_metric", "additional_metrics")
+        return {k: sorted(p.get_parsed_content(f"validate#evaluator#{k}")) for k in keys}
+
+    metrics = ["brier", "brier_plus", "ece", "hd95_mm", "hd_mm"]
+    train = names(parser("train"))
+    assert train == {"key_val_metric": ["val_mean_dice"], "additional_metrics": [f"val_{m}" for m in metrics]}
+    test = names(parser("evaluate"))
+    assert test == {"key_val_metric": ["test_mean_dice"], "additional_metrics": [f"test_{m}" for m in metrics]}
+    val = names(parser("evaluate", eval_split="validation"))
+    assert val == train
+    region = parser("evaluate").get_parsed_content("metric_region")
+    if task == "la":
+        assert region == "heart-centred crop " + "x".join(map(str, roi_size_for_scale("la", 0.3))) + " voxels"
+    else:
+        assert region == "whole volume"
+    handlers = parser("evaluate").get("validate#handlers")
+    savers = [h for h in handlers if h.get("_target_", "").endswith(("PreciseMetricsSaver", "ReliabilityDiagramSaver"))]
+    assert len(savers) == 2 and all(h["region"] == "@metric_region" for h in savers)

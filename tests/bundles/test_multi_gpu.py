@@ -87,7 +87,7 @@ def test_two_process_gloo_train_and_evaluate_match_one_process(tiny, tmp_path):
     run_bundle("la", "evaluate", ev)
     ev2 = {**ev, "output_dir": str(tmp_path / "eval2")}
     _torchrun("multi_gpu_evaluate", ev2, tmp_path)
-    for name in ("val_mean_dice", "val_ece", "val_brier", "val_brier_plus", "val_hd_mm"):
+    for name in ("test_mean_dice", "test_ece", "test_brier", "test_brier_plus", "test_hd_mm"):
         r1, r2 = _raw(one / "eval" / "test" / f"{name}_raw.csv"), _raw(tmp_path / "eval2" / "test" / f"{name}_raw.csv")
         assert r1.keys() == r2.keys() and len(r1) >= 2, (name, r1, r2)
         for s in r1:

@@ -11,7 +11,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from monai_meep.data import prepare_dataset
+from monai_meep.data import prepare_dataset, roi_size_for_scale
 from monai_meep.data.readers import volume_header
 from monai_meep.experiments.bundle_runner import config_files
 
@@ -49,13 +49,24 @@ def test_train_evaluate_calibrate_infer_la(tiny, tmp_path):
     _run("la", "evaluate", o, "eval")
     ev = tmp_path / "eval" / "test"
     test = prepare_dataset("la", num_subjects=o["num_subjects"], scale=o["scale"])["test"]
-    for name in ("val_mean_dice", "val_hd_mm", "val_hd95_mm", "val_brier", "val_brier_plus", "val_ece"):
+    # test-split metrics are named test_* (the validation during training keeps val_*); every file names the region
+    assert not list(ev.glob("val_*")), sorted(p.name for p in ev.iterdir())
+    region = "heart-centred crop " + "x".join(str(s) for s in roi_size_for_scale("la", o["scale"])) + " voxels"
+    for name in ("test_mean_dice", "test_hd_mm", "test_hd95_mm", "test_brier", "test_brier_plus", "test_ece"):
         with open(ev / f"{name}_raw.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == len(test), name
+        assert {r["region"] for r in rows} == {region}, name
         values = [float(r["mean"]) for r in rows]
-        if name not in ("val_hd_mm", "val_hd95_mm"):  # an empty prediction gives HD = inf (MONAI's convention)
+        if name not in ("test_hd_mm", "test_hd95_mm"):  # an empty prediction gives HD = inf (MONAI's convention)
             assert all(np.isfinite(values)), (name, values)
+        with open(ev / f"{name}_summary.csv") as f:
+            assert {r["region"] for r in csv.DictReader(f)} == {region}, name
+    with open(ev / "metrics.csv") as f:
+        lines = list(csv.reader(f))
+    assert {ln[0] for ln in lines} >= {"test_mean_dice", "test_ece"} and {ln[2] for ln in lines} == {region}
+    with open(ev / "reliability.csv") as f:
+        assert {r["region"] for r in csv.DictReader(f)} == {region}
     assert (ev / "reliability.png").stat().st_size > 0 and (ev / "probability_histogram.png").stat().st_size > 0
     # maps are written in the original image space: the h5 volume's grid and spacing
     for item in test:
@@ -74,7 +85,7 @@ def test_train_evaluate_calibrate_infer_la(tiny, tmp_path):
     for method in ("platt", "isotonic", "temperature"):
         assert (models / f"calibrator_{method}.json").is_file()
     _run("la", "evaluate", {**o, "calibrator": "isotonic", "save_maps": False}, "eval")
-    assert (tmp_path / "eval" / "test_calibrator_isotonic" / "val_ece_raw.csv").is_file()
+    assert (tmp_path / "eval" / "test_calibrator_isotonic" / "test_ece_raw.csv").is_file()
 
     images = la_image_folder(test, tmp_path / "new_images")
     _run("la", "inference", {**o, "calibrator": "platt", "input_dir": str(images)}, "infer")

@@ -39,7 +39,7 @@ def _prob_maps(eval_dir):
 
 
 def _dice(eval_dir):
-    with open(eval_dir / "val_mean_dice_raw.csv") as f:
+    with open(eval_dir / "test_mean_dice_raw.csv") as f:
         return [float(r["mean"]) for r in csv.DictReader(f)]
 
 

@@ -48,13 +48,13 @@ def test_compare_quick_runs_end_to_end(tmp_path, monkeypatch, capsys):
             if np.all(np.isfinite(vals)):
                 assert float(row["mean"]) == pytest.approx(vals.mean(), rel=1e-9)
                 assert float(row["std"]) == pytest.approx(vals.std(ddof=0), rel=1e-9, abs=1e-12)
-            if key in ("val_mean_dice", "val_brier", "val_brier_plus", "val_ece"):
+            if key in ("test_mean_dice", "test_brier", "test_brier_plus", "test_ece"):
                 assert np.all(np.isfinite(vals)), (model, key, vals)
     # the printed paired differences are MEEP minus Dice per subject, recomputed from the two evaluations
     base, meep = read_metrics(out / "dice" / "eval" / "test"), read_metrics(out / "dice_meep_kl" / "eval" / "test")
     assert "Paired difference, Dice + MEEP (KL) minus Dice" in printed and "one seed" in printed.lower()
-    subjects = sorted(base["val_ece"])
-    diff = np.mean([(meep["val_ece"][s] - base["val_ece"][s]) * 1e3 for s in subjects])
+    subjects = sorted(base["test_ece"])
+    diff = np.mean([(meep["test_ece"][s] - base["test_ece"][s]) * 1e3 for s in subjects])
     line = next(ln for ln in printed.splitlines() if ln.strip().startswith("ECE (x1e-3)") and "[" in ln)
     assert float(line.split()[2]) == pytest.approx(diff, abs=0.006)  # printed with 2 decimals
     assert "Paired difference" in (out / "compare.md").read_text()

@@ -154,20 +154,22 @@ def _fake_value(key: str, overrides: dict, subject: str) -> float:
     tag += f"/{overrides.get('uncertainty', 'none')}/{overrides.get('dropout', 0.0)}"
     rng = np.random.default_rng(zlib.crc32(f"{tag}|{key}|{subject}".encode()))
     return {
-        "val_mean_dice": rng.uniform(0.5, 0.9),
-        "val_hd_mm": rng.uniform(5, 30),
-        "val_hd95_mm": rng.uniform(2, 9),
-        "val_brier": rng.uniform(1e-4, 9e-4),
-        "val_brier_plus": rng.uniform(0.05, 0.3),
-        "val_ece": rng.uniform(1e-3, 3e-2),
+        "test_mean_dice": rng.uniform(0.5, 0.9),
+        "test_hd_mm": rng.uniform(5, 30),
+        "test_hd95_mm": rng.uniform(2, 9),
+        "test_brier": rng.uniform(1e-4, 9e-4),
+        "test_brier_plus": rng.uniform(0.05, 0.3),
+        "test_ece": rng.uniform(1e-3, 3e-2),
     }[key]
 
 
 class FakeBundle:
-    """Stands in for ``run_bundle``: records calls and writes what evaluate.json writes (raw CSVs, bin table)."""
+    """Stands in for ``run_bundle``: records calls and writes what evaluate.json writes (raw CSVs, bin table);
+    ``legacy``: under the names and columns of the versions before the rename (``val_*``, no ``region``)."""
 
-    def __init__(self):
+    def __init__(self, legacy: bool = False):
         self.calls: list[tuple[str, dict]] = []
+        self.legacy = legacy
 
     def __call__(self, task, workflow, overrides=None, **kwargs):
         self.calls.append((workflow, dict(overrides)))
@@ -178,9 +180,17 @@ class FakeBundle:
             d = Path(overrides["eval_dir"])
             d.mkdir(parents=True, exist_ok=True)
             for key in METRIC_KEYS:
-                lines = ["filename,class0,mean"]
-                lines += [f"{s},{v!r},{v!r}" for s in SUBJECTS for v in [_fake_value(key, overrides, s)]]
-                (d / f"{key}_raw.csv").write_text("\n".join(lines) + "\n")
+                if self.legacy:
+                    lines = ["filename,class0,mean"]
+                    lines += [f"{s},{v!r},{v!r}" for s in SUBJECTS for v in [_fake_value(key, overrides, s)]]
+                    name = "val_" + key.removeprefix("test_")
+                else:
+                    lines = ["filename,foreground,mean,region"]
+                    lines += [
+                        f"{s},{v!r},{v!r},whole volume" for s in SUBJECTS for v in [_fake_value(key, overrides, s)]
+                    ]
+                    name = key
+                (d / f"{name}_raw.csv").write_text("\n".join(lines) + "\n")
             rows = ["epoch,class,bin,lower,upper,count,confidence,frequency,ece_bins,ece"]
             rows += [
                 f"1,1,{b},{b / 10},{(b + 1) / 10},{100 + b},{b / 10 + 0.05},{b / 10 + 0.02},15,0.03" for b in range(10)
@@ -232,6 +242,33 @@ def test_full_row_list_layout_and_aggregation(tmp_path, fake):
     m = json.loads((tmp_path / "manifest.json").read_text())
     assert m["complete"] and m["runs_done"] == m["runs_total"] == 27 + 12 and len(m["runs"]) == 39
     assert len(list((tmp_path / "per_subject").glob("*.csv"))) == 13
+
+
+def test_metric_names_are_the_test_splits():
+    assert METRIC_KEYS == ["test_mean_dice", "test_hd_mm", "test_brier", "test_brier_plus", "test_ece", "test_hd95_mm"]
+
+
+def test_evaluations_written_before_the_rename_still_fill_the_table(tmp_path, monkeypatch):
+    """Evaluation folders of earlier versions (``val_*_raw.csv`` for the test split, no region column) give the
+    same table as ones with the new names: a table run started before the rename resumes."""
+    tables = {}
+    for legacy in (False, True):
+        monkeypatch.setattr(table1, "run_bundle", FakeBundle(legacy=legacy))
+        out = tmp_path / str(legacy)
+        res = table1.run_table1(task="la", out=out, rows=["dice", "dice_ps"], seeds=2, progress=False, figures=False)
+        assert res["complete"]
+        raw = bundle_runner.read_metrics(out / "runs" / "dice" / "seed0" / "eval" / "test")
+        assert sorted(raw) == sorted(METRIC_KEYS), sorted(raw)
+        tables[legacy] = ((out / "table1.csv").read_text(), (out / "per_subject" / "dice.csv").read_text())
+    assert tables[True] == tables[False]
+
+
+def test_read_metrics_prefers_the_new_name_and_keeps_validation_names_on_request(tmp_path):
+    (tmp_path / "val_ece_raw.csv").write_text("filename,class0,mean\na,0.5,0.5\n")
+    assert bundle_runner.read_metrics(tmp_path) == {"test_ece": {"a": 0.5}}
+    assert bundle_runner.read_metrics(tmp_path, legacy_test_names=False) == {"val_ece": {"a": 0.5}}
+    (tmp_path / "test_ece_raw.csv").write_text("filename,foreground,mean,region\na,0.25,0.25,whole volume\n")
+    assert bundle_runner.read_metrics(tmp_path)["test_ece"] == {"a": 0.25}
 
 
 def test_time_limit_stops_cleanly_and_rerun_continues(tmp_path, fake):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -85,7 +86,14 @@ def test_plain_state_dict_best_metric_and_no_pile_up(tmp_path):
     assert set(model) == {"weight", "bias"}, "model.pt is a plain state_dict"
     torch.nn.Linear(2, 2).load_state_dict(model)
     record = read_best_metric(tmp_path / "best_metric.json")
-    assert record == {"metric": "acc", "value": 2.0, "priority": 2.0, "epoch": 2, "filename": "model.pt"}
+    previous = record.pop("previous")
+    sha = hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest()
+    assert record == {"metric": "acc", "value": 2.0, "priority": 2.0, "epoch": 2, "filename": "model.pt", "sha256": sha}
+    assert {k: previous[k] for k in ("priority", "epoch", "filename")} == {
+        "priority": 1.0,
+        "epoch": 1,
+        "filename": "model.pt",
+    }
 
 
 def test_key_metric_save_state_refused(tmp_path):
@@ -147,3 +155,69 @@ def test_resume_reads_the_tracker_of_an_old_style_model_file(tmp_path):
     before = (tmp_path / "model.pt").read_bytes()
     _train(tmp_path, 3)
     assert (tmp_path / "model.pt").read_bytes() == before  # 1, 2, 3 < 50: the old best stays
+
+
+def _train_tagged(ckpt_dir, max_epochs: int, **saver_kwargs) -> SafeCheckpointSaver:
+    """A run whose best-model file records the epoch it was saved at (``tag``), the key metric being the epoch."""
+    tag = torch.nn.Linear(1, 1, bias=False)
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _metric(e):  # before the saver's handler: the model saved at epoch N holds N
+        e.state.metrics["acc"] = float(e.state.epoch)
+        with torch.no_grad():
+            tag.weight.fill_(float(e.state.epoch))
+
+    saver = SafeCheckpointSaver(
+        str(ckpt_dir), {"tag": tag}, save_key_metric=True, key_metric_name="acc", **saver_kwargs
+    )
+    saver.attach(engine)
+    engine.run(range(1), max_epochs=max_epochs)
+    return saver
+
+
+def _restored_best(ckpt_dir, **saver_kwargs) -> tuple[float | None, str | None]:
+    """What a fresh saver resumes from ``ckpt_dir``: (best priority, file name), ``(None, None)`` when nothing."""
+    saver = SafeCheckpointSaver(str(ckpt_dir), {"tag": torch.nn.Linear(1, 1, bias=False)}, save_key_metric=True,
+                                key_metric_name="acc", **saver_kwargs)  # fmt: skip
+    saver.restore()
+    saved = saver._key_metric_checkpoint._saved
+    return (float(saved[-1].priority), saved[-1].filename) if saved else (None, None)
+
+
+@pytest.mark.parametrize("fixed", ["model.pt", None], ids=["fixed_name", "generated_names"])
+def test_kill_at_every_step_leaves_a_best_metric_state_that_describes_the_model_on_disk(tmp_path, monkeypatch, fixed):
+    """A kill at any step of a new-best save (model file, best_metric.json, removal of the old file) leaves a
+    best-metric record that a resume loads, naming a file that exists and holding that file's score: never no state
+    (a record naming a removed file), never a stale score (a later, worse model would replace the better one)."""
+    kwargs = {"key_metric_filename": fixed} if fixed else {}
+    _train_tagged(tmp_path / "count", 1, **kwargs)
+    with monkeypatch.context() as m:
+        calls = _steps(m, None)
+        _train_tagged(tmp_path / "count", 2, **kwargs)
+    n = len(calls)
+    assert {"save", "fsync", "replace"} <= set(calls), calls
+    for k in range(1, n + 1):
+        d = tmp_path / f"kill{k}"
+        _train_tagged(d, 1, **kwargs)
+        with monkeypatch.context() as m:
+            _steps(m, k)
+            with pytest.raises(_Killed):
+                _train_tagged(d, 2, **kwargs)
+        priority, name = _restored_best(d, **kwargs)
+        assert priority is not None, f"kill at step {k} ({calls[k - 1]}) left no loadable best-metric state"
+        held = float(torch.load(d / name, weights_only=True)["weight"])  # the epoch the file was saved at
+        assert priority == held, f"kill at step {k} ({calls[k - 1]}): best {priority} but {name} holds epoch {held}"
+        # the resumed run carries on from that state and ends consistent, without orphaned model files
+        saver = _train_tagged(d, 3, **kwargs)
+        record = read_best_metric(saver.best_metric_path)
+        assert record["epoch"] == 3 and float(torch.load(d / record["filename"], weights_only=True)["weight"]) == 3
+        assert sorted(p.name for p in d.glob("*.pt")) == [record["filename"]], (k, sorted(d.iterdir()))
+
+
+def test_a_model_file_replaced_by_hand_keeps_the_recorded_score(tmp_path, caplog):
+    _train_tagged(tmp_path, 2, key_metric_filename="model.pt")
+    torch.save({"weight": torch.zeros(1, 1)}, tmp_path / "model.pt")  # neither the recorded model nor the previous
+    with caplog.at_level("WARNING"):
+        assert _restored_best(tmp_path, key_metric_filename="model.pt") == (2.0, "model.pt")
+    assert "does not hold the model" in caplog.text

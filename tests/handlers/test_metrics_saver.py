@@ -61,3 +61,37 @@ def test_class_labels_name_the_columns(tmp_path):
     assert [float(r[1]) for r in rows[1:]] == pytest.approx(DETAILS[:, 0].tolist(), rel=1e-6)  # digits kept too
     with pytest.raises(ValueError, match="1 class column"):
         run(["background", "foreground"], tmp_path / "wrong")
+
+
+def test_region_is_stated_in_every_file(tmp_path):
+    import pytest
+
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _fill(e):
+        e.state.metrics = {"test_brier": float(DETAILS.mean())}
+        e.state.metric_details = {"test_brier": DETAILS}
+
+    region = "heart-centred crop 48x48x32 voxels"
+    saver = PreciseMetricsSaver(save_dir=str(tmp_path), metrics="*", metric_details="*", summary_ops="*",
+                                batch_transform=lambda b: b, class_labels=["foreground"], region=region)  # fmt: skip
+    saver.attach(engine)
+    engine.run([[{"filename_or_obj": "a.nii.gz"}, {"filename_or_obj": "b.nii.gz"}]], max_epochs=1)
+    with open(tmp_path / "test_brier_raw.csv", newline="") as f:
+        raw = list(csv.DictReader(f))
+    assert [r["region"] for r in raw] == [region, region] and list(raw[0]) == [
+        "filename",
+        "foreground",
+        "mean",
+        "region",
+    ]
+    assert [float(r["foreground"]) for r in raw] == pytest.approx(DETAILS[:, 0].tolist(), rel=1e-6)
+    with open(tmp_path / "test_brier_summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert {r["class"] for r in summary} == {"foreground", "mean"} and {r["region"] for r in summary} == {region}
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        (line,) = list(csv.reader(f))  # MONAI's header-less name,value lines, the region a third field
+    assert line[0] == "test_brier" and float(line[1]) == pytest.approx(float(DETAILS.mean())) and line[2] == region
+    with pytest.raises(ValueError, match="delimiter"):
+        PreciseMetricsSaver(save_dir=str(tmp_path), region="crop, 48 voxels")

@@ -287,3 +287,11 @@ def test_title_names_what_the_figures_show(tmp_path):
     writer = StubWriter()
     _run(_batches(), ReliabilityDiagramSaver(tmp_path / "plain", summary_writer=writer))
     assert writer.figures[0][1]._suptitle.get_text() == "Reliability (epoch 1)"
+
+
+def test_region_column_names_the_scored_region(tmp_path):
+    _run(_batches(), ReliabilityDiagramSaver(tmp_path / "crop", region="heart-centred crop 48x48x32 voxels"))
+    table = pd.read_csv(tmp_path / "crop" / "reliability.csv")
+    assert table["region"].tolist() == ["heart-centred crop 48x48x32 voxels"] * 10
+    _run(_batches(), ReliabilityDiagramSaver(tmp_path / "none"))
+    assert "region" not in pd.read_csv(tmp_path / "none" / "reliability.csv").columns

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from monai.utils import convert_to_tensor
 
-import monai_meep
+from monai_meep._version import __version__
 from monai_meep.calibration.layout import OutputLayout
 from monai_meep.utils import atomic_open
 
@@ -216,7 +216,7 @@ class Calibrator(OutputLayout, ABC):
             "config": self.get_config(),
             "params": self._params(),
             "fit_info": self.fit_info,
-            "monai_meep_version": monai_meep.__version__,
+            "monai_meep_version": __version__,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> Calibrator:
@@ -311,7 +311,7 @@ def _check_header(state: Any, where: str) -> None:
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{where} has calibrator format_version {state.get('format_version')!r}; this monai_meep "
-            f"{monai_meep.__version__} reads version {FORMAT_VERSION}. Refit the calibrator."
+            f"{__version__} reads version {FORMAT_VERSION}. Refit the calibrator."
         )
     missing = [k for k in ("kind", "num_classes", "activation", "params") if k not in state]
     if missing:

@@ -22,7 +22,7 @@ from monai_meep.metrics import (
 )
 from monai_meep.utils import atomic_open, check_int
 from monai_meep.visualize.histogram import plot_probability_histogram
-from monai_meep.visualize.reliability import _has_agg, _has_mpl, plot_reliability_diagram, save_figure
+from monai_meep.visualize.reliability import plot_reliability_diagram, require_matplotlib, save_figure
 
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -102,8 +102,7 @@ class ReliabilityDiagramSaver:
         dpi: int = 100,
         title: str | None = None,
     ) -> None:
-        if not (_has_mpl and _has_agg):
-            raise OptionalImportError("ReliabilityDiagramSaver needs matplotlib (pip install 'matplotlib>=3.7').")
+        require_matplotlib("ReliabilityDiagramSaver")
         if not _has_pandas:
             raise OptionalImportError("ReliabilityDiagramSaver needs pandas to write the bin table.")
         if mode not in ("marginal", "top_label"):

@@ -12,9 +12,8 @@ and the rest. :mod:`monai_meep.kernels` (Triton) and :mod:`monai_meep.experiment
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import calibration, data, handlers, inferers, losses, metrics, transforms, visualize
+from ._version import __version__
 
 __all__ = [
     "__version__",

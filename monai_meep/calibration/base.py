@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
 from monai.utils import convert_to_tensor
 
-import monai_meep
+from monai_meep._version import __version__
 from monai_meep.calibration.layout import OutputLayout
 from monai_meep.utils import atomic_open
 
@@ -42,7 +41,6 @@ __all__ = [
     "Calibrator",
     "CalibratorNotFittedError",
     "load_calibrator",
-    "all_reduce_sum_",
     "check_number",
 ]
 
@@ -80,22 +78,6 @@ def check_number(value: Any, key: str, low: float, high: float, low_open: bool =
 
 class CalibratorNotFittedError(ValueError):
     """Raised when a calibrator is applied (or saved) before ``fit()`` / ``load()``."""
-
-
-def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` in place across DDP ranks (no-op without an initialised process group of size > 1).
-
-    NCCL only reduces CUDA tensors, so CPU state goes through the current CUDA device and back.
-    """
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return t
-    if dist.get_backend() == "nccl" and t.device.type != "cuda":
-        tmp = t.to(torch.device("cuda", torch.cuda.current_device()))
-        dist.all_reduce(tmp)
-        t.copy_(tmp.to(t.device))
-    else:
-        dist.all_reduce(t)
-    return t
 
 
 class Calibrator(OutputLayout, ABC):
@@ -216,7 +198,7 @@ class Calibrator(OutputLayout, ABC):
             "config": self.get_config(),
             "params": self._params(),
             "fit_info": self.fit_info,
-            "monai_meep_version": monai_meep.__version__,
+            "monai_meep_version": __version__,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> Calibrator:
@@ -311,7 +293,7 @@ def _check_header(state: Any, where: str) -> None:
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{where} has calibrator format_version {state.get('format_version')!r}; this monai_meep "
-            f"{monai_meep.__version__} reads version {FORMAT_VERSION}. Refit the calibrator."
+            f"{__version__} reads version {FORMAT_VERSION}. Refit the calibrator."
         )
     missing = [k for k in ("kind", "num_classes", "activation", "params") if k not in state]
     if missing:

@@ -22,6 +22,7 @@ from monai.handlers.utils import from_engine
 from monai.utils import IgniteInfo, convert_to_tensor, min_version, optional_import
 
 from monai_meep.calibration.base import Calibrator
+from monai_meep.dist import get_rank, is_distributed
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -118,11 +119,10 @@ class CalibratorFitHandler:
         """Combine across ranks, fit, save on rank 0 (then a barrier, so every rank may read the file)."""
         self.calibrator.all_reduce()
         self.calibrator.fit()
-        distributed = dist.is_available() and dist.is_initialized()
-        if self.save_path is not None and (not distributed or dist.get_rank() == 0):
+        if self.save_path is not None and get_rank() == 0:
             self.saved_path = self.calibrator.save(self.save_path)
             self.logger.info(f"fitted {type(self.calibrator).__name__} saved to {self.saved_path}")
-        if distributed and dist.get_world_size() > 1:
+        if is_distributed():
             dist.barrier()
         if self.save_path is not None:
             self.saved_path = self.save_path

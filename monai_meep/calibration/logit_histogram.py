@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from monai_meep.calibration.base import all_reduce_sum_
+from monai_meep.dist import all_reduce_
 
 __all__ = ["LogitHistogram"]
 
@@ -97,8 +97,8 @@ class LogitHistogram:
         """Sum across DDP ranks; a rank that saw no data contributes zeros."""
         if self.counts is None:
             self._alloc(torch.device("cpu"))
-        all_reduce_sum_(self.counts)
-        all_reduce_sum_(self.sums)
+        all_reduce_(self.counts)
+        all_reduce_(self.sums)
 
     def points(self, task: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Occupied cells as float64 arrays ``(mean logit, label 0/1, count)``; ``task=None`` pools all tasks."""

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from monai_meep.calibration.base import Calibrator, check_number
 from monai_meep.calibration.logit_histogram import LogitHistogram
+from monai_meep.dist import get_rank, is_distributed
 
 __all__ = ["TemperatureScaling", "fit_inverse_temperature", "TEMPERATURE_RANGE"]
 
@@ -129,7 +130,7 @@ class _BottomKSample:
     def _keys(self, n: int, device: torch.device) -> torch.Tensor:
         gen = self.generators.get(device)
         if gen is None:  # one stream per device and per DDP rank so that ranks draw independent keys
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            rank = get_rank()
             gen = self.generators[device] = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
         return torch.rand(n, generator=gen, device=device, dtype=torch.float64)
 
@@ -154,7 +155,7 @@ class _BottomKSample:
         self.keys, self.rows, self.labels = keys, rows, labels
 
     def all_reduce(self, num_cols: int) -> None:
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not is_distributed():
             return
         mine = (
             (self.keys.cpu(), self.rows.cpu(), self.labels.cpu(), self.seen)

@@ -18,6 +18,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from filelock import FileLock
+
 from monai_meep.utils import atomic_open
 
 from .la import LA_EXPECTED, la_datalist, la_layout, la_split, read_uamt_lists
@@ -46,19 +48,10 @@ def default_phantom_dir(task: str, num_subjects: int | None = None, scale: float
 
 @contextlib.contextmanager
 def _file_lock(path: Path):
-    """An advisory inter-process lock (POSIX ``flock``) so concurrent ranks generate a phantom only once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: correctness still comes from the atomic rename
-        yield
-        return
+    """An inter-process lock (``filelock``, POSIX ``flock`` underneath) so concurrent ranks generate a phantom once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 def _ensure_phantom(

@@ -26,20 +26,33 @@ from monai_meep.metrics.calibration_metric import (
 reinit__is_reduced, _ = optional_import(
     "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced", as_type="decorator"
 )
+Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric", as_type="base")
 
 __all__ = ["BrierScore", "ExpectedCalibrationError", "NegativeLogLikelihood"]
 
 
-class _MaskedMetricHandler(IgniteMetricHandler):
+class _WholeOutput(Metric):
+    """Ignite's ``Metric`` constructed with its public ``skip_unrolling=True`` (pytorch-ignite >= 0.5.1).
+
+    MONAI's ``IgniteMetricHandler.__init__`` calls ``super().__init__(output_transform)`` without that argument; placed
+    between it and ``Metric`` in the method resolution order, this class receives that call and adds the argument, so
+    no private attribute of Ignite (``_skip_unrolling``) is set and MONAI's own initialisation runs unchanged.
+    """
+
+    def __init__(self, output_transform: Callable = lambda x: x, **kwargs: Any) -> None:
+        super().__init__(output_transform, skip_unrolling=True, **kwargs)
+
+
+class _MaskedMetricHandler(IgniteMetricHandler, _WholeOutput):
     """``IgniteMetricHandler`` whose ``update`` also accepts ``(y_pred, y, mask)``.
 
     Ignite unrolls decollated ``(y_pred, y)`` lists one image at a time and refuses three lists, so unrolling is
-    switched off: the metric receives the lists (or batch tensors) whole and handles them itself.
+    switched off (``Metric(skip_unrolling=True)``, see :class:`_WholeOutput`): the metric receives the lists (or
+    batch tensors) whole and handles them itself.
     """
 
     def __init__(self, metric_fn: Any, output_transform: Callable, save_details: bool) -> None:
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
-        self._skip_unrolling = True
 
     @reinit__is_reduced
     def update(self, output: Sequence[Any]) -> None:

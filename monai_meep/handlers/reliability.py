@@ -22,7 +22,7 @@ from monai_meep.metrics import (
 )
 from monai_meep.utils import atomic_open, check_int
 from monai_meep.visualize.histogram import plot_probability_histogram
-from monai_meep.visualize.reliability import _has_agg, _has_mpl, plot_reliability_diagram, save_figure
+from monai_meep.visualize.reliability import plot_reliability_diagram, require_matplotlib, save_figure
 
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -35,17 +35,6 @@ else:
 __all__ = ["ReliabilityDiagramSaver"]
 
 
-def _find_summary_writer(engine: Engine) -> Any:
-    """The ``SummaryWriter`` of a MONAI TensorBoard handler attached to ``engine`` (its ``_writer``), if any."""
-    for handlers in getattr(engine, "_event_handlers", {}).values():
-        for entry in handlers:
-            owner = getattr(entry[0], "__self__", None)
-            writer = getattr(owner, "_writer", None)
-            if writer is not None and callable(getattr(writer, "add_figure", None)):
-                return writer
-    return None
-
-
 class ReliabilityDiagramSaver:
     """Stream ``prob`` / ``label`` of every iteration into a :class:`~monai_meep.metrics.CalibrationHistogram` and,
     when the epoch completes, write to ``output_dir``:
@@ -55,8 +44,9 @@ class ReliabilityDiagramSaver:
     - ``probability_histogram.png``: histogram of the predicted probabilities, log-scale counts (paper Fig. 2);
     - ``reliability.csv``: the bin table (``epoch, class, bin, lower, upper, count, confidence, frequency``, ...,
       and ``region`` when one is given);
-    - both figures to TensorBoard (``add_figure``, ``global_step`` = epoch) when a writer is given, or found on a
-      MONAI TensorBoard handler attached to the same engine.
+    - both figures to TensorBoard (``add_figure``, ``global_step`` = epoch) when ``summary_writer`` is given: pass
+      the same ``SummaryWriter`` as to MONAI's ``TensorBoardStatsHandler(summary_writer=...)`` for one event file
+      (nothing is looked up on the engine).
 
     State is a fixed-size histogram (int64 counts, float64 sums), so memory does not grow with the evaluation and
     the values are exact. Under DDP every rank accumulates its share, the histograms are summed across ranks
@@ -75,8 +65,8 @@ class ReliabilityDiagramSaver:
         output_transform: callable mapping ``engine.state.output`` to ``(prob, label)`` or ``(prob, label, mask)``;
             each a batch tensor ``(B, C, *spatial)`` or a list of channel-first tensors.
         ignore_index: label whose voxels are not scored (e.g. 2, "other pathology", for WMH).
-        summary_writer: a TensorBoard / TensorBoardX ``SummaryWriter``; ``None``: look for one on the engine.
-        find_writer: look for a writer on the engine when ``summary_writer`` is ``None``.
+        summary_writer: a TensorBoard / TensorBoardX ``SummaryWriter`` (anything with ``add_figure``) that receives
+            both figures each epoch; ``None``: no TensorBoard output.
         tag: TensorBoard tag prefix.
         num_sub_bins: sub-bins of the histogram; must be a multiple of ``num_bins`` and ``ece_bins``.
         dpi: resolution of the PNGs.
@@ -87,6 +77,7 @@ class ReliabilityDiagramSaver:
 
     Raises:
         OptionalImportError: when matplotlib or pandas is not installed.
+        TypeError: ``summary_writer`` has no ``add_figure`` method.
         ValueError: for an unknown mode or a class outside ``[0, num_classes)``.
 
     Example:
@@ -109,15 +100,13 @@ class ReliabilityDiagramSaver:
         output_transform: Callable[[Any], Sequence[Any]] | None = None,
         ignore_index: int | None = None,
         summary_writer: Any = None,
-        find_writer: bool = True,
         tag: str = "reliability",
         num_sub_bins: int | None = None,
         dpi: int = 100,
         title: str | None = None,
         region: str | None = None,
     ) -> None:
-        if not (_has_mpl and _has_agg):
-            raise OptionalImportError("ReliabilityDiagramSaver needs matplotlib (pip install 'matplotlib>=3.7').")
+        require_matplotlib("ReliabilityDiagramSaver")
         if not _has_pandas:
             raise OptionalImportError("ReliabilityDiagramSaver needs pandas to write the bin table.")
         if mode not in ("marginal", "top_label"):
@@ -136,8 +125,12 @@ class ReliabilityDiagramSaver:
         self.keys = (prob_key, label_key, mask_key)
         self.output_transform = output_transform
         self.ignore_index = ignore_index
+        if summary_writer is not None and not callable(getattr(summary_writer, "add_figure", None)):
+            raise TypeError(
+                f"summary_writer must be a SummaryWriter (with add_figure), got {type(summary_writer).__name__}; "
+                "pass the writer itself, e.g. the one given to TensorBoardStatsHandler(summary_writer=...)."
+            )
         self.summary_writer = summary_writer
-        self.find_writer = find_writer
         self.tag, self.dpi = tag, dpi
         self.title = None if title in (None, "") else str(title)
         self.region = None if region in (None, "") else str(region)
@@ -249,8 +242,6 @@ class ReliabilityDiagramSaver:
         with atomic_open(os.path.join(self.output_dir, "reliability.csv"), newline="") as f:
             frame.to_csv(f, index=False)
         writer = self.summary_writer
-        if writer is None and self.find_writer:
-            writer = _find_summary_writer(engine)
         if writer is not None:
             writer.add_figure(f"{self.tag}/reliability_diagram", rel, global_step=epoch)
             writer.add_figure(f"{self.tag}/probability_histogram", hist, global_step=epoch)

@@ -105,7 +105,7 @@ class _Inputs:
     def __init__(
         self, logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None, kind: str
     ) -> None:
-        from monai_meep.losses.functional import _is_index, _positive_labels, _valid_mask  # lazy: losses above
+        from monai_meep.losses.functional import is_index_target, positive_labels, valid_mask  # lazy: losses above
 
         b, c = logits.shape[:2]
         self.shape = (b, c, logits[0, 0].numel())
@@ -114,19 +114,19 @@ class _Inputs:
         self.kind = _KINDS[kind]
         self.softmax = activation == "softmax"
         self.ignore, self.has_ignore = (0, False) if ignore_index is None else (int(ignore_index), True)
-        index = _is_index(target)
+        index = is_index_target(target)
         valid = None
         if self.softmax:
             if index:
                 self.labels = numba_labels(target.reshape(b, -1)).contiguous().numpy()
             else:  # one-hot: the class is the argmax (first maximum), as the reference; validity from the channels
                 self.labels = target.max(dim=1).indices.reshape(b, -1).contiguous().numpy()
-                valid = _valid_mask(target, c, ignore_index)
+                valid = valid_mask(target, c, ignore_index)
                 self.has_ignore = False
         else:
-            positive = _positive_labels(target, c)
+            positive = positive_labels(target, c)
             self.positive = positive.reshape(b, positive.shape[1], -1).view(torch.uint8).contiguous().numpy()
-            valid = _valid_mask(target, c, ignore_index)
+            valid = valid_mask(target, c, ignore_index)
         self.has_valid = valid is not None
         self.valid = _DUMMY_VALID if valid is None else valid.reshape(b, -1).view(torch.uint8).contiguous().numpy()
 
@@ -186,7 +186,7 @@ def cpu_sum_count(
     Args:
         logits: CPU ``(B, C, *spatial)`` float32 / float16 / bfloat16 logits (see :func:`cpu_supports`).
         target: index map ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``, already shaped by the caller
-            (``monai_meep.losses.functional._check_shapes``).
+            (``monai_meep.losses.functional.check_shapes``).
         activation: ``"softmax"`` or ``"sigmoid"``.
         ignore_index: label value left out of the set.
         kind: ``"kl"``, ``"entropy"`` (misclassified set) or ``"entropy_all"`` (every scored element).

@@ -6,6 +6,7 @@ train-time calibration baselines (label smoothing, SVLS, MbLS, NACL, mL1-ACE, FL
 from __future__ import annotations
 
 from monai_meep.losses.ace import ACEBinning, DiceCEML1ACELoss, ML1ACELoss, marginal_l1_ace
+from monai_meep.losses.activation import infer_activation
 from monai_meep.losses.factory import PAPER_LAMBDA, IndexCrossEntropyLoss, build_loss, paper_lambda
 from monai_meep.losses.focal_adaptive import FLSDLoss
 from monai_meep.losses.functional import mean_entropy, meep_entropy, meep_kl, use_fused_kernel
@@ -32,6 +33,7 @@ __all__ = [
     "SVLSKernel",
     "SVLSLoss",
     "build_loss",
+    "infer_activation",
     "marginal_l1_ace",
     "mean_entropy",
     "meep_entropy",

@@ -19,9 +19,6 @@ from monai.metrics.utils import create_ignore_mask
 from monai.utils import LossReduction, look_up_option
 from torch.nn.modules.loss import _Loss
 
-# float32 at least (float64 stays float64, for gradcheck): the MEEP losses' rule, shared
-from monai_meep.losses.functional import _upcast as upcast
-
 __all__ = [
     "IndexTargetLoss",
     "check_logits",
@@ -29,7 +26,6 @@ __all__ = [
     "one_hot_labels",
     "reduce_voxels",
     "reduction_value",
-    "upcast",
 ]
 
 

@@ -27,8 +27,9 @@ from monai.losses import DiceLoss
 from monai.utils import LossReduction, StrEnum, look_up_option
 from torch.nn.modules.loss import _Loss
 
-from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduction_value, upcast
+from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduction_value
 from monai_meep.losses.factory import IndexCrossEntropyLoss
+from monai_meep.losses.functional import upcast
 
 __all__ = ["ACEBinning", "DiceCEML1ACELoss", "ML1ACELoss", "marginal_l1_ace"]
 

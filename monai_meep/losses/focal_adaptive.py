@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from monai.utils import LossReduction
 
-from monai_meep.losses._targets import IndexTargetLoss, reduce_voxels, upcast
+from monai_meep.losses._targets import IndexTargetLoss, reduce_voxels
+from monai_meep.losses.functional import upcast
 
 __all__ = ["FLSDLoss"]
 

@@ -33,11 +33,18 @@ import torch.nn.functional as F
 __all__ = [
     "ACTIVATIONS",
     "REGULARISERS",
+    "check_activation",
+    "check_shapes",
+    "is_index_target",
     "mean_entropy",
     "meep_entropy",
     "meep_kl",
+    "positive_labels",
     "regulariser_sum_count",
+    "scored_count",
+    "upcast",
     "use_fused_kernel",
+    "valid_mask",
 ]
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -78,18 +85,19 @@ def use_fused_kernel(enabled: bool = True) -> bool:
     return _FUSED_SUM_COUNT is not None
 
 
-def _check_activation(activation: str) -> str:
+def check_activation(activation: str) -> str:
+    """``activation`` when it is one of :data:`ACTIVATIONS`, else a ``ValueError`` listing them."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
     return activation
 
 
-def _check_shapes(logits: torch.Tensor, target: torch.Tensor | None, activation: str) -> torch.Tensor | None:
+def check_shapes(logits: torch.Tensor, target: torch.Tensor | None, activation: str) -> torch.Tensor | None:
     """Check the static shapes; return the target with a channel dim (``(B, 1, *)`` or ``(B, C, *)``).
 
     A target without a channel dim (``(B, *spatial)``, the ``torch.nn.CrossEntropyLoss`` convention) gets one.
     """
-    _check_activation(activation)
+    check_activation(activation)
     if not isinstance(logits, torch.Tensor) or logits.ndim < 3:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a tensor of shape (B, C, *spatial) with a spatial dim, got {shape}.")
@@ -117,24 +125,26 @@ def _check_shapes(logits: torch.Tensor, target: torch.Tensor | None, activation:
     return target
 
 
-def _upcast(logits: torch.Tensor) -> torch.Tensor:
-    # float32 at least (float64 stays float64 for gradcheck): never reduced-precision maths under AMP
+def upcast(logits: torch.Tensor) -> torch.Tensor:
+    """The logits in float32 at least (float64 stays float64, for gradcheck): never reduced-precision maths under
+    AMP. The rule of the MEEP regularisers and of the calibration-baseline losses."""
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _prepare(
     logits: torch.Tensor, target: torch.Tensor | None, activation: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`_check_shapes` and :func:`_upcast`: the reference path's inputs (also used by the kernel tests)."""
-    return _upcast(logits), _check_shapes(logits, target, activation)
+    """:func:`check_shapes` and :func:`upcast`: the reference path's inputs (also used by the kernel tests)."""
+    return upcast(logits), check_shapes(logits, target, activation)
 
 
-def _is_index(target: torch.Tensor) -> bool:
-    # One channel is an index map; for a one-channel (sigmoid) output index map and one-hot coincide.
+def is_index_target(target: torch.Tensor) -> bool:
+    """Whether a target with a channel dim is an index map: one channel (for a one-channel sigmoid output, index
+    map and one-hot coincide)."""
     return target.shape[1] == 1
 
 
-def _valid_mask(target: torch.Tensor, n_ch: int, ignore_index: int | None) -> torch.Tensor | None:
+def valid_mask(target: torch.Tensor, n_ch: int, ignore_index: int | None) -> torch.Tensor | None:
     """``(B, 1, *)`` bool, True where the voxel is scored, or None when nothing is ignored.
 
     MONAI's convention (``monai.metrics.utils.create_ignore_mask``): an index map is compared with ``ignore_index``;
@@ -143,7 +153,7 @@ def _valid_mask(target: torch.Tensor, n_ch: int, ignore_index: int | None) -> to
     """
     if ignore_index is None:
         return None
-    if _is_index(target):
+    if is_index_target(target):
         return target != ignore_index
     if 0 <= ignore_index < n_ch:
         return target[:, ignore_index : ignore_index + 1] == 0
@@ -156,7 +166,7 @@ def _validate_values(
     """Data-dependent checks (one host sync in the good case): finite logits, labels within range."""
     checks = [~torch.isfinite(logits).all()]
     n_ch = logits.shape[1]
-    index = target is not None and _is_index(target)
+    index = target is not None and is_index_target(target)
     # a one-channel sigmoid target is a (possibly soft) foreground probability in [0, 1]; otherwise class indices.
     binary = activation == "sigmoid" and n_ch == 1
     if index:
@@ -196,7 +206,7 @@ def _validate_values(
 
 def _bad_one_hot(target: torch.Tensor, activation: str, ignore_index: int | None) -> torch.Tensor:
     """Boolean map of the voxels of a ``(B, C, *)`` target that is not a valid one-hot (softmax) / multi-hot
-    (sigmoid) encoding; ignored voxels (``_valid_mask``) never count.
+    (sigmoid) encoding; ignored voxels (``valid_mask``) never count.
 
     Softmax: every value 0 or 1 and exactly one 1 per voxel (an all-zero voxel would be read as class 0 by argmax,
     a 2 as another class). Sigmoid: every value a finite probability in [0, 1] (soft labels allowed).
@@ -207,13 +217,13 @@ def _bad_one_hot(target: torch.Tensor, activation: str, ignore_index: int | None
         bad = ~binary.all(dim=1, keepdim=True) | (t.sum(dim=1, keepdim=True) != 1)
     else:
         bad = ~((t >= 0) & (t <= 1)).all(dim=1, keepdim=True)  # NaN fails both bounds
-    valid = _valid_mask(target, target.shape[1], ignore_index)
+    valid = valid_mask(target, target.shape[1], ignore_index)
     return bad if valid is None else bad & valid
 
 
-def _positive_labels(target: torch.Tensor, n_ch: int) -> torch.Tensor:
+def positive_labels(target: torch.Tensor, n_ch: int) -> torch.Tensor:
     """Sigmoid targets as booleans, ``(B, 1 or C, *)``: where each (channel, voxel) element's label is positive."""
-    if _is_index(target) and n_ch > 1:
+    if is_index_target(target) and n_ch > 1:
         # index map for a multi-channel sigmoid (MONAI's to_onehot_y=True, sigmoid=True): channel c = "label c"
         classes = torch.arange(n_ch, device=target.device).view([1, n_ch] + [1] * (target.ndim - 2))
         return target == classes
@@ -226,17 +236,17 @@ def _errors_and_scored(
     """Boolean misclassified mask (``(B, 1, *)`` softmax, ``(B, C, *)`` sigmoid) and the valid mask; no gradient."""
     n_ch = logits.shape[1]
     with torch.no_grad():
-        valid = _valid_mask(target, n_ch, ignore_index)
+        valid = valid_mask(target, n_ch, ignore_index)
         if activation == "softmax":
             # max().indices is argmax (first maximal index on ties) but ~15x faster than argmax over dim 1 on CPU
             # (torch 2.13: 24 ms vs 400 ms for 2 x 2 x 64^3)
             pred = logits.max(dim=1, keepdim=True).indices
             # ignored voxels may hold out-of-range labels: they are compared, never used as an index.
-            label = target if _is_index(target) else target.max(dim=1, keepdim=True).indices
+            label = target if is_index_target(target) else target.max(dim=1, keepdim=True).indices
             wrong = pred != label
         else:
             # z > 0 is p > 0.5 without the rounding of sigmoid near 0.
-            wrong = (logits > 0) != _positive_labels(target, n_ch)
+            wrong = (logits > 0) != positive_labels(target, n_ch)
         if valid is not None:
             wrong = wrong & valid
     return wrong, valid
@@ -261,7 +271,7 @@ def _reference_sum_count(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     values = _elementwise(logits, activation, kind)
     if kind == "entropy_all":
-        valid = None if target is None else _valid_mask(target, logits.shape[1], ignore_index)
+        valid = None if target is None else valid_mask(target, logits.shape[1], ignore_index)
         if valid is None:
             # torch.full is a device-side fill: no host-to-device copy, no sync
             return values.sum(), torch.full((), values.numel(), dtype=torch.int64, device=values.device)
@@ -309,14 +319,14 @@ def regulariser_sum_count(
         raise ValueError(f"kind must be one of {REGULARISERS}, got {kind!r}.")
     if target is None and kind != "entropy_all":
         raise ValueError(f"kind={kind!r} needs a target to find the misclassified voxels.")
-    target = _check_shapes(logits, target, activation)
+    target = check_shapes(logits, target, activation)
     if not logits.is_cuda and target is not None:
         from monai_meep.kernels.meep_cpu import cpu_sum_count, cpu_supports  # lazy: kernels sit below losses
 
         if cpu_supports(logits, target, kind):
             # the kernel checks softmax index maps and the logits in its own pass (and on a failure the check here
             # runs to raise its message); other targets are checked here first
-            in_pass = activation == "softmax" and _is_index(target)
+            in_pass = activation == "softmax" and is_index_target(target)
             if validate and not in_pass:
                 _validate_values(logits, target, activation, ignore_index)
             check = functools.partial(_validate_values, logits, target, activation, ignore_index)
@@ -328,7 +338,7 @@ def regulariser_sum_count(
     if _FUSED_SUM_COUNT is not None and logits.is_cuda:
         # the fused kernel reads the logits in their own dtype (float32 maths inside): no upcast copy
         return _FUSED_SUM_COUNT(logits, target, activation, ignore_index, kind)
-    return _reference_sum_count(_upcast(logits), target, activation, ignore_index, kind)
+    return _reference_sum_count(upcast(logits), target, activation, ignore_index, kind)
 
 
 def _mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -436,15 +446,13 @@ def mean_entropy(
     return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "entropy_all", validate))
 
 
-def _scored_count(
-    logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None
-) -> torch.Tensor:
+def scored_count(logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None) -> torch.Tensor:
     """Number of scored elements (voxels for softmax, (channel, voxel) pairs for sigmoid), int64, no gradient."""
     if target.ndim == logits.ndim - 1:
         target = target.unsqueeze(1)
     per_voxel = 1 if activation == "softmax" else logits.shape[1]
     with torch.no_grad():
-        valid = _valid_mask(target, logits.shape[1], ignore_index)
+        valid = valid_mask(target, logits.shape[1], ignore_index)
         if valid is None:
             return torch.full((), logits[:, :1].numel() * per_voxel, dtype=torch.int64, device=logits.device)
         return valid.sum() * per_voxel

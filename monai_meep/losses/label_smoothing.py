@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.utils import LossReduction
 
-from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduce_voxels, upcast
+from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduce_voxels
+from monai_meep.losses.functional import upcast
 
 __all__ = ["LabelSmoothingCELoss", "LabelSmoothingDiceLoss", "smooth_one_hot"]
 

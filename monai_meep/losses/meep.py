@@ -15,42 +15,16 @@ import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from monai_meep.losses.functional import _check_activation, _check_shapes, _scored_count, regulariser_sum_count
+from monai_meep.losses.activation import infer_activation
+from monai_meep.losses.functional import check_shapes, regulariser_sum_count, scored_count
 
 __all__ = ["ConfidencePenaltyLoss", "MEEPLoss"]
 
 MEEP_REGULARIZERS = ("kl", "entropy")
 
-# sub-losses of MONAI's compound losses, in the order their activation is read
-_SUB_LOSSES = ("dice", "generalized_dice", "focal")
 # wrapped losses whose ignore_index is reused when none is given
 _IGNORE_SOURCES = ("dice", "generalized_dice", "focal", "cross_entropy")
 _TORCH_DEFAULT_IGNORE = -100
-
-
-def _read_activation(loss: Callable) -> str | None:
-    """The activation the wrapped loss applies to the logits, or None when it cannot be told."""
-    if isinstance(loss, nn.CrossEntropyLoss):
-        return "softmax"
-    if isinstance(loss, nn.BCEWithLogitsLoss):
-        return "sigmoid"
-    if getattr(loss, "other_act", None) is not None:
-        return None  # a custom activation: only the user knows what it is
-    softmax, sigmoid = getattr(loss, "softmax", None), getattr(loss, "sigmoid", None)
-    if isinstance(softmax, bool) and isinstance(sigmoid, bool) and softmax != sigmoid:
-        return "softmax" if softmax else "sigmoid"
-    use_softmax = getattr(loss, "use_softmax", None)  # FocalLoss always applies one of the two
-    if isinstance(use_softmax, bool):
-        return "softmax" if use_softmax else "sigmoid"
-    for name in _SUB_LOSSES:  # DiceCELoss.dice, DiceFocalLoss.dice then .focal, GeneralizedDiceFocalLoss...
-        sub = getattr(loss, name, None)
-        if isinstance(sub, nn.Module):
-            if getattr(sub, "other_act", None) is not None:
-                return None
-            act = _read_activation(sub)
-            if act is not None:
-                return act
-    return None
 
 
 def _read_ignore_index(loss: Callable) -> int | None:
@@ -61,18 +35,6 @@ def _read_ignore_index(loss: Callable) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value != _TORCH_DEFAULT_IGNORE:
             return value
     return None
-
-
-def _resolve_activation(loss: Callable, activation: str | None) -> str:
-    if activation is not None:
-        return _check_activation(activation)
-    act = _read_activation(loss)
-    if act is None:
-        raise ValueError(
-            f"cannot tell which activation {type(loss).__name__} applies to the logits; pass "
-            "activation='softmax' (exclusive classes, C >= 2) or activation='sigmoid' (per-channel / binary)."
-        )
-    return act
 
 
 def _check_weight(weight: float) -> float:
@@ -125,9 +87,11 @@ class MEEPLoss(_Loss):
         loss: the segmentation loss, called as ``loss(input, target)`` on logits.
         regularizer: ``"kl"`` or ``"entropy"``.
         weight: lambda >= 0 (paper: WMH CE 0.3, WMH Dice 1.0, LA CE 0.1, LA Dice 0.5).
-        activation: ``"softmax"`` or ``"sigmoid"``; read from ``loss`` when None (``DiceLoss.softmax`` /
-            ``.sigmoid``, ``FocalLoss.use_softmax``, ``DiceCELoss.dice``, ``DiceFocalLoss.dice`` / ``.focal``,
-            ``torch.nn.CrossEntropyLoss`` -> softmax, ``torch.nn.BCEWithLogitsLoss`` -> sigmoid).
+        activation: ``"softmax"`` or ``"sigmoid"``; read from ``loss`` when None, by
+            :func:`~monai_meep.losses.activation.infer_activation` (``DiceLoss.softmax`` / ``.sigmoid``,
+            ``MaskedDiceLoss.pre_sigmoid``, ``FocalLoss.use_softmax``, a known ``other_act``, the inner losses of
+            ``DiceCELoss`` (its CE part: softmax), ``DiceFocalLoss``, ``GeneralizedDiceFocalLoss``, ``NACLLoss``,
+            ``torch.nn.CrossEntropyLoss`` -> softmax, ``torch.nn.BCEWithLogitsLoss`` -> sigmoid, ...).
         ignore_index: label never counted in ``W``; when None, reused from ``loss`` (or its Dice / Focal / CE part;
             torch's unset default -100 is not reused: pass ``ignore_index=-100`` for torch-style ignored labels).
         validate: check for non-finite logits and out-of-range labels on each call (one host sync); turn off for
@@ -164,7 +128,7 @@ class MEEPLoss(_Loss):
         self.loss = loss
         self.regularizer = regularizer
         self.weight = _check_weight(weight)
-        self.activation = _resolve_activation(loss, activation)
+        self.activation = infer_activation(loss, activation)
         self.ignore_index = ignore_index if ignore_index is not None else _read_ignore_index(loss)
         self.validate = validate
         self.last_seg_loss: torch.Tensor | None = None
@@ -202,7 +166,7 @@ class MEEPLoss(_Loss):
         out = seg + self.weight * reg if self.regularizer == "kl" else seg - self.weight * reg
         self.last_seg_loss = seg.detach()
         self.last_regularizer = reg.detach()
-        scored = _scored_count(input, target, self.activation, self.ignore_index)
+        scored = scored_count(input, target, self.activation, self.ignore_index)
         self.last_error_fraction = count.to(reg.dtype) / scored.clamp(min=1).to(reg.dtype)
         return out
 
@@ -243,7 +207,7 @@ class ConfidencePenaltyLoss(_Loss):
             raise ValueError(f"loss must be callable as loss(input, target), got {type(loss).__name__}.")
         self.loss = loss
         self.weight = _check_weight(weight)
-        self.activation = _resolve_activation(loss, activation)
+        self.activation = infer_activation(loss, activation)
         self.validate = validate
         self.last_seg_loss: torch.Tensor | None = None
         self.last_regularizer: torch.Tensor | None = None
@@ -268,7 +232,7 @@ class ConfidencePenaltyLoss(_Loss):
         _check_torch_ce_target(self.loss, input, target)
         # the penalty reads no labels: the target's shape is checked, its values are the wrapped loss's business
         # (so ignored labels such as WMH label 2 pass), and every voxel is averaged
-        _check_shapes(input, target, self.activation)
+        check_shapes(input, target, self.activation)
         total, count = regulariser_sum_count(input, None, self.activation, None, "entropy_all", self.validate)
         ent = total / count.clamp(min=1).to(total.dtype)
         seg = self.loss(input, target)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from monai.losses import NACLLoss
 from monai.utils import LossReduction
 
-from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduce_voxels, upcast
+from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduce_voxels
+from monai_meep.losses.functional import upcast
 
 __all__ = ["IndexNACLLoss"]
 

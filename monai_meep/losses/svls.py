@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction, StrEnum, look_up_option
 
-from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduce_voxels, upcast
+from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduce_voxels
+from monai_meep.losses.functional import upcast
 
 __all__ = ["SVLSKernel", "SVLSLoss", "svls_kernel"]
 

@@ -18,6 +18,10 @@ from typing import Any, NamedTuple
 import torch
 
 __all__ = [
+    "FLAG_BAD_P",
+    "FLAG_BAD_Y",
+    "FLAG_NLL",
+    "FLAG_SUM_DEV",
     "Accumulator",
     "ArrayOps",
     "ChunkRules",
@@ -27,6 +31,9 @@ __all__ = [
     "validate_chunk",
 ]
 
+# the Numba path's per-part statistics vector after the Brier sums: [nll, max |sum - 1|, bad probs, bad labels]
+# (read by the kernels in _histogram_numba_kernels and their driver in _histogram_numba)
+FLAG_NLL, FLAG_SUM_DEV, FLAG_BAD_P, FLAG_BAD_Y = range(4)
 
 _SUM_MSG = (
     "probs do not sum to 1 over channels (max deviation {err:.3g} > sum_tol={tol}); pass probabilities (softmax), "

@@ -30,7 +30,7 @@ import torch
 
 from monai_meep.utils import NUMBA_LABEL_DTYPES, cpu_threads, import_numba_kernels, numba_labels
 
-from ._histogram_common import ChunkRules, Workspace
+from ._histogram_common import FLAG_BAD_P, FLAG_BAD_Y, FLAG_NLL, FLAG_SUM_DEV, ChunkRules, Workspace
 
 # whether Numba is installed; it is imported (with the kernels) on the first CPU update, see _kernels
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
@@ -48,8 +48,6 @@ MAX_PART_VOXELS = (1 << 31) - 1
 CONVERT_VOXELS = 1 << 22
 # label dtypes the kernel reads as they are (others are converted per block, like float16 probabilities)
 _NATIVE_LABELS = tuple(getattr(torch, name) for name in NUMBA_LABEL_DTYPES)
-# flags of the per-part statistics vector after the Brier sums: [nll, max |sum - 1|, bad probs, bad labels]
-_NLL, _SUM_DEV, _BAD_P, _BAD_Y = range(4)
 
 
 @functools.cache
@@ -132,11 +130,11 @@ def accumulate_numba(
         inputs = (p, t, m, m3 is not None, rules.onehot, ignore, rules.ignore_index is not None)
         counts, sums, stats = _run_parts(kernel, (*inputs, *scalars), c, s_bins)
         tail = stats[:, 2 * c :]
-        flags[_NLL] += tail[:, _NLL].sum()
-        flags[_SUM_DEV] = max(flags[_SUM_DEV], tail[:, _SUM_DEV].max())
-        flags[_BAD_P] += tail[:, _BAD_P].sum()
-        flags[_BAD_Y] += tail[:, _BAD_Y].sum()
-        if flags[_BAD_P] or flags[_BAD_Y] or (sum_tol >= 0 and flags[_SUM_DEV] > sum_tol):
+        flags[FLAG_NLL] += tail[:, FLAG_NLL].sum()
+        flags[FLAG_SUM_DEV] = max(flags[FLAG_SUM_DEV], tail[:, FLAG_SUM_DEV].max())
+        flags[FLAG_BAD_P] += tail[:, FLAG_BAD_P].sum()
+        flags[FLAG_BAD_Y] += tail[:, FLAG_BAD_Y].sum()
+        if flags[FLAG_BAD_P] or flags[FLAG_BAD_Y] or (sum_tol >= 0 and flags[FLAG_SUM_DEV] > sum_tol):
             return False
         part = counts.astype(np.int64).sum(0)  # (C + 1, S, [not hit, hit])
         acc["counts"] += part[:c].sum(-1)
@@ -149,7 +147,7 @@ def accumulate_numba(
         ssum = stats.sum(0)
         acc["brier_sums"] += ssum[:c]
         acc["brier_pos_sums"] += ssum[c : 2 * c]
-    acc["nll_sum"] += flags[_NLL]
+    acc["nll_sum"] += flags[FLAG_NLL]
     return True
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from monai_meep.kernels._numba import inline, jit
 
-from ._histogram_numba import _BAD_P, _BAD_Y, _NLL, _SUM_DEV
+from ._histogram_common import FLAG_BAD_P, FLAG_BAD_Y, FLAG_NLL, FLAG_SUM_DEV
 
 __all__ = ["binary_kernel", "multiclass_kernel"]
 
@@ -65,7 +65,8 @@ def binary_kernel(
     ``counts`` (int32) and ``records`` (float64) are two flat views of one part's records (see
     ``_histogram_numba._run_parts``): the record of row ``r`` (class, or ``C`` for the top label) and sub-bin ``s``
     is ``at = r * S + s``, its counts ``counts[4 at + hit]`` and its probability sum ``records[2 at + 1]``.
-    ``stats``: Brier sums ``(C,)``, positive-stratum Brier sums ``(C,)``, then the entries named by ``_NLL.._BAD_Y``.
+    ``stats``: Brier sums ``(C,)``, positive-stratum Brier sums ``(C,)``, then the entries named by
+    ``FLAG_NLL .. FLAG_BAD_Y`` (``_histogram_common``).
     """
     n = p.shape[2]
     sigmoid = p.shape[1] == 1
@@ -199,7 +200,7 @@ def multiclass_kernel(c: int):
 
 @_jit
 def _finish(stats, c, nll, max_dev, bad_p, bad_y):
-    stats[2 * c + _NLL] += nll
-    stats[2 * c + _SUM_DEV] = max(stats[2 * c + _SUM_DEV], max_dev)
-    stats[2 * c + _BAD_P] += bad_p
-    stats[2 * c + _BAD_Y] += bad_y
+    stats[2 * c + FLAG_NLL] += nll
+    stats[2 * c + FLAG_SUM_DEV] = max(stats[2 * c + FLAG_SUM_DEV], max_dev)
+    stats[2 * c + FLAG_BAD_P] += bad_p
+    stats[2 * c + FLAG_BAD_Y] += bad_y

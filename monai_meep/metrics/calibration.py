@@ -20,6 +20,7 @@ from monai_meep.utils import check_int
 from .histogram import DEFAULT_NUM_SUB_BINS, CalibrationHistogram
 
 __all__ = [
+    "CALIBRATION_NORMS",
     "ReliabilityCurve",
     "brier_score",
     "brier_score_from_histogram",
@@ -32,7 +33,8 @@ __all__ = [
 ]
 
 # norm names, and MONAI's CalibrationReduction names for the same reductions
-_NORMS = {"l1": "l1", "expected": "l1", "l2": "l2", "max": "max", "maximum": "max", "average": "average"}
+#: accepted ``norm`` names -> the reduction computed (shared with the metric classes' argument check)
+CALIBRATION_NORMS = {"l1": "l1", "expected": "l1", "l2": "l2", "max": "max", "maximum": "max", "average": "average"}
 
 
 def _warn_nan(what: str) -> None:
@@ -78,9 +80,9 @@ def calibration_error_from_histogram(
     Returns:
         float64 ``(K,)`` for ``mode="marginal"`` (one value per reported class), a 0-dim tensor for ``"top_label"``.
     """
-    key = _NORMS.get(str(norm).lower())
+    key = CALIBRATION_NORMS.get(str(norm).lower())
     if key is None:
-        raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}.")
+        raise ValueError(f"norm must be one of {sorted(CALIBRATION_NORMS)}, got {norm!r}.")
     cnt, hit, sm, _, _ = hist.bin_statistics(num_bins, mode=mode, binning=binning)
     rows = _rows(hist, mode, include_background)
     cnt, hit, sm = cnt[rows].double(), hit[rows].double(), sm[rows]

@@ -19,8 +19,10 @@ import torch.distributed as dist
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import MetricReduction, look_up_option
 
+from monai_meep.dist import all_reduce_, is_distributed
+
 from .calibration import (
-    _NORMS,
+    CALIBRATION_NORMS,
     brier_score_from_histogram,
     calibration_error_from_histogram,
     negative_log_likelihood_from_histogram,
@@ -62,16 +64,11 @@ def reduce_metric_table(data: torch.Tensor, reduction: MetricReduction | str) ->
     return f.sum(1), not_nans.sum(1)  # SUM_CHANNEL
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def _class_count_range(mine: int) -> tuple[int, int]:
     """``(smallest, largest)`` class count over the ranks that have data (``-1, -1`` when none has): one collective."""
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     none = -(1 << 40)  # a rank without data must not win the max of -count
-    t = torch.tensor([mine, -mine if mine >= 0 else none], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([mine, -mine if mine >= 0 else none], dtype=torch.int64)
+    all_reduce_(t, op=dist.ReduceOp.MAX)
     hi, neg_lo = int(t[0]), int(t[1])
     return (-1, -1) if hi < 0 else (-neg_lo, hi)
 
@@ -202,7 +199,7 @@ class _HistogramMetric(CumulativeIterationMetric):
         has data, or the ranks saw different class counts, every rank raises the same ``ValueError`` (before, the
         empty rank raised alone and its peers died waiting in the collective with gloo's "Connection closed").
         """
-        if _distributed():
+        if is_distributed():
             lo, hi = _class_count_range(-1 if self.histogram is None else self.histogram.num_classes)
             if hi < 0:
                 raise ValueError(f"{type(self).__name__}: no data accumulated on any rank (call the metric first).")
@@ -294,14 +291,14 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
         cal_red = str(calibration_reduction).lower()
         if cal_red not in _MONAI_REDUCTIONS:
             raise ValueError(f"calibration_reduction must be one of {sorted(_MONAI_REDUCTIONS)}, got {cal_red!r}.")
-        if norm is not None and str(norm).lower() not in _NORMS:
-            raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}.")
+        if norm is not None and str(norm).lower() not in CALIBRATION_NORMS:
+            raise ValueError(f"norm must be one of {sorted(CALIBRATION_NORMS)}, got {norm!r}.")
         if mode not in ("marginal", "top_label"):
             raise ValueError(f"mode must be 'marginal' or 'top_label', got {mode!r}.")
         if binning not in ("uniform", "adaptive"):
             raise ValueError(f"binning must be 'uniform' or 'adaptive', got {binning!r}.")
         self.num_bins = int(num_bins)
-        self.norm = _MONAI_REDUCTIONS[cal_red] if norm is None else _NORMS[str(norm).lower()]
+        self.norm = _MONAI_REDUCTIONS[cal_red] if norm is None else CALIBRATION_NORMS[str(norm).lower()]
         self.calibration_reduction = cal_red
         self.mode = mode
         self.binning = binning

@@ -39,7 +39,7 @@ from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
 # the surface helpers are re-exported here, where they were first published
-from .surface import HAS_KDTREE, _kdtree_distances, _morton_keys, nearest_surface_distances, surface_voxels
+from .surface import HAS_KDTREE, kdtree_distances, morton_keys, nearest_surface_distances, surface_voxels
 
 __all__ = ["hausdorff_distance", "surface_voxels", "nearest_surface_distances", "HausdorffDistanceMMMetric"]
 
@@ -196,15 +196,15 @@ def hausdorff_distance(
         if use_kdtree:
             pts_p = torch.nonzero(edges_p[i]).to(torch.float64) * scale
             pts_t = torch.nonzero(edges_t[i]).to(torch.float64) * scale
-            value = _percentile(_kdtree_distances(pts_p, pts_t), percentile)
+            value = _percentile(kdtree_distances(pts_p, pts_t), percentile)
             if not directed:
-                value = torch.maximum(value, _percentile(_kdtree_distances(pts_t, pts_p), percentile))
+                value = torch.maximum(value, _percentile(kdtree_distances(pts_t, pts_p), percentile))
             out[i] = value
             continue
         pts, keys = [], []
         for edges in (edges_p[i], edges_t[i]):
             idx = torch.nonzero(edges)
-            key, order = torch.sort(_morton_keys(idx))  # Z-order: chunks of points are spatially compact
+            key, order = torch.sort(morton_keys(idx))  # Z-order: chunks of points are spatially compact
             pts.append(idx[order].to(torch.float64) * scale)
             keys.append(key)
         value = _percentile(nearest_surface_distances(pts[0], pts[1], keys[0], keys[1]), percentile)

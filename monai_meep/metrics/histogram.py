@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.distributed as dist
+
+from monai_meep.dist import all_reduce_, is_distributed
 
 from ._histogram_common import Accumulator, ChunkRules, Workspace
 from ._histogram_numba import HAS_NUMBA, accumulate_numba
@@ -282,16 +283,11 @@ class CalibrationHistogram:
         rounding (~1e-16 relative). Every rank must call it. With the NCCL backend, CPU state travels through the
         current CUDA device.
         """
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) <= 1:
+        if not is_distributed(group):
             return self
-        comm = self.device
-        if dist.get_backend(group) == "nccl" and comm.type != "cuda":
-            comm = torch.device("cuda", torch.cuda.current_device())
         # two flat buffers (one per dtype) = two collective calls instead of nine
         for fields in (_INT_FIELDS, _FLOAT_FIELDS):
-            flat = torch.cat([getattr(self, k).reshape(-1) for k in fields]).to(comm)
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
-            flat = flat.to(self.device)
+            flat = all_reduce_(torch.cat([getattr(self, k).reshape(-1) for k in fields]), group=group)
             offset = 0
             for k in fields:
                 t = getattr(self, k)

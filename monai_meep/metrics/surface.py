@@ -15,7 +15,7 @@ from monai.utils import optional_import
 
 cKDTree, HAS_KDTREE = optional_import("scipy.spatial", name="cKDTree")
 
-__all__ = ["HAS_KDTREE", "nearest_surface_distances", "surface_voxels"]
+__all__ = ["HAS_KDTREE", "kdtree_distances", "morton_keys", "nearest_surface_distances", "surface_voxels"]
 
 # Targets sampled uniformly to bound every query's nearest distance (guards against far-away query clusters).
 _SAMPLE = 128
@@ -55,7 +55,7 @@ def surface_voxels(mask: torch.Tensor) -> torch.Tensor:
     return mask & ~interior
 
 
-def _morton_keys(idx: torch.Tensor) -> torch.Tensor:
+def morton_keys(idx: torch.Tensor) -> torch.Tensor:
     """Z-order (Morton) keys of non-negative integer voxel coordinates ``(n, D)``: bit-interleaved, int64."""
     n_dim = idx.shape[1]
     bits = max(1, int(idx.max()).bit_length()) if idx.numel() else 1
@@ -151,7 +151,7 @@ def nearest_surface_distances(
     return torch.cat(out)
 
 
-def _kdtree_distances(query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def kdtree_distances(query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Exact nearest distances by scipy's KD-tree (CPU): ``O(n log n)`` instead of pairwise work."""
     dist = cKDTree(target.numpy(), leafsize=32).query(query.numpy(), k=1)[0]
     return torch.from_numpy(dist)

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from .reliability import (
-    _named,
-    _new_figure,
-    _row,
-    _to_numpy,
     as_reliability_data,
+    named_items,
+    new_figure,
     save_figure,
+    select_row,
+    to_numpy,
 )
 
 if TYPE_CHECKING:
@@ -29,18 +29,18 @@ __all__ = ["plot_probability_histogram"]
 def _histogram_counts(source: Any, class_index: int | None, num_bins: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Counts and edges of one model's probability histogram."""
     if hasattr(source, "num_sub_bins") and hasattr(source, "counts"):  # a CalibrationHistogram
-        counts = _to_numpy(source.counts).astype(np.int64)
+        counts = to_numpy(source.counts).astype(np.int64)
         if counts.ndim == 2:
             if class_index is None and counts.shape[0] != 1:
                 # A 2-class histogram is a binary task: the paper plots the foreground probability.
                 class_index = 1 if counts.shape[0] == 2 else None
-            counts = _row(counts, class_index, "histogram counts")
+            counts = select_row(counts, class_index, "histogram counts")
         nb = num_bins or counts.shape[0]
         if counts.shape[0] % nb:
             raise ValueError(f"num_bins={nb} must divide the histogram's {counts.shape[0]} sub-bins.")
         return counts.reshape(nb, -1).sum(axis=1), np.linspace(0.0, 1.0, nb + 1)
     if isinstance(source, (np.ndarray, torch.Tensor)):  # raw probabilities of one class
-        values = _to_numpy(source).astype(np.float64).ravel()
+        values = to_numpy(source).astype(np.float64).ravel()
         if values.size and (not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1):
             raise ValueError("probabilities must be finite and lie in [0, 1].")
         nb = num_bins or 10
@@ -90,8 +90,8 @@ def plot_probability_histogram(
     Example:
         >>> fig = plot_probability_histogram({"Dice": hist_dice, "Dice+MEEP": hist_meep}, num_bins=10)
     """
-    named = [(name, *_histogram_counts(s, class_index, num_bins)) for name, s in _named(sources, "histograms")]
-    fig, axes = _new_figure(1 if overlay else len(named), panel_size, ncols)
+    named = [(name, *_histogram_counts(s, class_index, num_bins)) for name, s in named_items(sources, "histograms")]
+    fig, axes = new_figure(1 if overlay else len(named), panel_size, ncols)
     for i, (name, counts, edges) in enumerate(named):
         ax = axes[0] if overlay else axes[i]
         if overlay:

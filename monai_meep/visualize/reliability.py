@@ -27,7 +27,17 @@ else:
     Figure, _has_mpl = optional_import("matplotlib.figure", name="Figure")
 FigureCanvasAgg, _has_agg = optional_import("matplotlib.backends.backend_agg", name="FigureCanvasAgg")
 
-__all__ = ["ReliabilityData", "as_reliability_data", "plot_reliability_diagram", "save_figure"]
+__all__ = [
+    "ReliabilityData",
+    "as_reliability_data",
+    "named_items",
+    "new_figure",
+    "plot_reliability_diagram",
+    "require_matplotlib",
+    "save_figure",
+    "select_row",
+    "to_numpy",
+]
 
 # Accepted spellings of the three per-bin arrays, so that a ``reliability_curve`` result (named tuple, dataclass or
 # dict), a plain dict or a ``(confidence, frequency, count)`` tuple can all be plotted.
@@ -37,10 +47,11 @@ _COUNT_KEYS = ("count", "counts", "bin_count", "bin_counts", "n")
 _EDGE_KEYS = ("bin_edges", "edges", "boundaries")
 
 
-def _require_matplotlib() -> None:
+def require_matplotlib(who: str = "monai_meep.visualize") -> None:
+    """Raise ``OptionalImportError`` naming ``who`` when matplotlib (with its Agg canvas) is not installed."""
     if not (_has_mpl and _has_agg):
         raise OptionalImportError(
-            "monai_meep.visualize needs matplotlib (pip install 'matplotlib>=3.7') to draw reliability diagrams."
+            f"{who} needs matplotlib (pip install 'matplotlib>=3.7') to draw reliability diagrams."
         )
 
 
@@ -73,7 +84,8 @@ class ReliabilityData:
         return float(np.sum(self.count[nz] * np.abs(self.confidence[nz] - self.frequency[nz])) / n)
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
+    """A tensor (detached, on the CPU; bfloat16 as float32) or array-like as a NumPy array."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         return x.numpy() if x.dtype != torch.bfloat16 else x.float().numpy()
@@ -89,7 +101,8 @@ def _lookup(obj: Any, keys: Sequence[str]) -> Any:
     return None
 
 
-def _row(arr: np.ndarray, row: int | None, what: str) -> np.ndarray:
+def select_row(arr: np.ndarray, row: int | None, what: str) -> np.ndarray:
+    """Row ``row`` of a per-class ``(num_classes, num_bins)`` array (a 1-D array as it is; one row needs no index)."""
     if arr.ndim == 1:
         return arr
     if arr.ndim == 2:
@@ -150,9 +163,9 @@ def as_reliability_data(curve: Any, class_index: int | None = None) -> Reliabili
         if class_index not in classes:
             raise ValueError(f"class_index={class_index} is not in this curve's classes {classes}.")
         row = classes.index(class_index)
-    conf = _row(_to_numpy(conf).astype(np.float64), row, "confidence")
-    freq = _row(_to_numpy(freq).astype(np.float64), row, "frequency")
-    count_f = _row(_to_numpy(count).astype(np.float64), row, "count")
+    conf = select_row(to_numpy(conf).astype(np.float64), row, "confidence")
+    freq = select_row(to_numpy(freq).astype(np.float64), row, "frequency")
+    count_f = select_row(to_numpy(count).astype(np.float64), row, "count")
     if not conf.shape == freq.shape == count_f.shape:
         raise ValueError(
             f"confidence {conf.shape}, frequency {freq.shape} and count {count_f.shape} must have the same shape."
@@ -162,10 +175,10 @@ def as_reliability_data(curve: Any, class_index: int | None = None) -> Reliabili
     count_i = np.rint(count_f).astype(np.int64)
     nb = conf.shape[0]
     if lower is not None and upper is not None:
-        lo = _row(_to_numpy(lower).astype(np.float64), row, "bin_lower")
-        hi = _row(_to_numpy(upper).astype(np.float64), row, "bin_upper")
+        lo = select_row(to_numpy(lower).astype(np.float64), row, "bin_lower")
+        hi = select_row(to_numpy(upper).astype(np.float64), row, "bin_upper")
     elif edges is not None:
-        e = _row(_to_numpy(edges).astype(np.float64), row, "bin_edges")
+        e = select_row(to_numpy(edges).astype(np.float64), row, "bin_edges")
         if e.shape != (nb + 1,):
             raise ValueError(f"bin_edges must have shape ({nb + 1},) for {nb} bins, got {tuple(e.shape)}.")
         lo, hi = e[:-1], e[1:]
@@ -189,12 +202,13 @@ def _is_single(obj: Any) -> bool:
         return (
             len(obj) == 3
             and all(isinstance(x, (np.ndarray, torch.Tensor, list, tuple)) for x in obj)
-            and all(np.ndim(_to_numpy(x)) >= 1 and np.asarray(_to_numpy(x)).dtype.kind in "fiub" for x in obj)
+            and all(np.ndim(to_numpy(x)) >= 1 and np.asarray(to_numpy(x)).dtype.kind in "fiub" for x in obj)
         )
     return True
 
 
-def _named(items: Any, what: str) -> list[tuple[str, Any]]:
+def named_items(items: Any, what: str) -> list[tuple[str, Any]]:
+    """``[(label, curve), ...]`` of one curve (label ``""``), a mapping (its keys) or a sequence (``"model i"``)."""
     if _is_single(items):
         return [("", items)]
     if isinstance(items, Mapping):
@@ -206,9 +220,9 @@ def _named(items: Any, what: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _new_figure(n_panels: int, panel_size: tuple[float, float], ncols: int | None = None) -> tuple[Figure, list]:
+def new_figure(n_panels: int, panel_size: tuple[float, float], ncols: int | None = None) -> tuple[Figure, list]:
     """A figure of ``n_panels`` axes in rows of ``ncols`` (default: one row); only the ``n_panels`` axes exist."""
-    _require_matplotlib()
+    require_matplotlib()
     ncols = n_panels if ncols is None else max(1, min(int(ncols), n_panels))
     nrows = -(-n_panels // ncols)
     fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
@@ -281,9 +295,9 @@ def plot_reliability_diagram(
         >>> fig = plot_reliability_diagram({"Dice": reliability_curve(p1, y), "Dice+MEEP": reliability_curve(p2, y)},
         ...                                save_path="reliability.png")  # binary: the foreground row
     """
-    named = [(name, as_reliability_data(c, class_index)) for name, c in _named(curves, "curves")]
+    named = [(name, as_reliability_data(c, class_index)) for name, c in named_items(curves, "curves")]
     eces = _ece_labels(named, ece)
-    fig, axes = _new_figure(1 if overlay else len(named), panel_size, ncols)
+    fig, axes = new_figure(1 if overlay else len(named), panel_size, ncols)
     for i, (name, data) in enumerate(named):
         ax = axes[0] if overlay else axes[i]
         if overlay:
@@ -360,10 +374,10 @@ def _ece_labels(named: list[tuple[str, ReliabilityData]], ece: Any) -> list[str]
         if missing:
             raise ValueError(f"ece has no value for model(s) {missing}; got keys {list(ece)}.")
         values = [float(ece[n]) for n, _ in named]
-    elif np.ndim(_to_numpy(ece)) == 0:
-        values = [float(_to_numpy(ece))] * len(named)
+    elif np.ndim(to_numpy(ece)) == 0:
+        values = [float(to_numpy(ece))] * len(named)
     else:
-        values = [float(v) for v in np.ravel(_to_numpy(ece))]
+        values = [float(v) for v in np.ravel(to_numpy(ece))]
         if len(values) != len(named):
             raise ValueError(f"ece has {len(values)} values for {len(named)} models.")
     return [f"ECE = {v:.4f}" for v in values]

@@ -234,3 +234,31 @@ def test_evaluation_names_metrics_after_its_split_and_states_the_region(task):
     handlers = parser("evaluate").get("validate#handlers")
     savers = [h for h in handlers if h.get("_target_", "").endswith(("PreciseMetricsSaver", "ReliabilityDiagramSaver"))]
     assert len(savers) == 2 and all(h["region"] == "@metric_region" for h in savers)
+
+
+class _FakeWriter:
+    def __init__(self):
+        self.figures = []
+
+    def add_figure(self, tag, figure, global_step=None, close=True):
+        self.figures.append((tag, global_step))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_evaluation_reliability_saver_is_handed_its_writer(task, tmp_path):
+    """evaluate.json passes ``reliability_writer`` (default null: no TensorBoard figures) to the saver explicitly."""
+    from monai_meep.handlers import ReliabilityDiagramSaver
+
+    def saver(**overrides):
+        parser = ConfigParser()
+        parser.read_config(config_files(task, "evaluate"))
+        parser.update({"bundle_root": str(BUNDLES / f"{task}_meep"), "run_dir": str(tmp_path), **overrides})
+        handlers = parser.get("validate#handlers")
+        (index,) = [i for i, h in enumerate(handlers) if h.get("_target_", "").endswith("ReliabilityDiagramSaver")]
+        out = parser.get_parsed_content(f"validate#handlers#{index}")
+        assert isinstance(out, ReliabilityDiagramSaver)
+        return out
+
+    assert saver().summary_writer is None
+    writer = _FakeWriter()
+    assert saver(reliability_writer=writer).summary_writer is writer

@@ -178,7 +178,8 @@ def test_multiclass_marginal_and_top_label(tmp_path):
     )
 
 
-def test_supervised_evaluator_with_tiny_network_and_found_writer(tmp_path):
+def test_supervised_evaluator_with_tiny_network_and_shared_writer(tmp_path):
+    """One SummaryWriter passed to MONAI's TensorBoardStatsHandler and to the saver: both write to it."""
     from monai.engines import SupervisedEvaluator
     from monai.handlers import TensorBoardStatsHandler
     from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd
@@ -198,7 +199,7 @@ def test_supervised_evaluator_with_tiny_network_and_found_writer(tmp_path):
         ]
     )
     writer = StubWriter()
-    saver = ReliabilityDiagramSaver(tmp_path)
+    saver = ReliabilityDiagramSaver(tmp_path, summary_writer=writer)
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"),
         val_data_loader=data,
@@ -208,7 +209,7 @@ def test_supervised_evaluator_with_tiny_network_and_found_writer(tmp_path):
     )
     evaluator.run()
     assert FILES <= set(os.listdir(tmp_path))
-    assert len(writer.figures) == 2  # found on the TensorBoard handler attached to the same engine
+    assert [t for t, _, _ in writer.figures] == ["reliability/reliability_diagram", "reliability/probability_histogram"]
     with torch.no_grad():
         probs = torch.cat([torch.softmax(net(d["image"]), 1) for d in data])
     labels = torch.cat([d["label"] for d in data])
@@ -216,6 +217,26 @@ def test_supervised_evaluator_with_tiny_network_and_found_writer(tmp_path):
     table = pd.read_csv(tmp_path / "reliability.csv")
     np.testing.assert_array_equal(table["count"], curve.counts[0].numpy())
     np.testing.assert_allclose(table["confidence"].fillna(-1), curve.confidence[0].nan_to_num(-1).numpy(), atol=1e-6)
+
+
+def test_no_writer_is_looked_up_on_the_engine(tmp_path):
+    """Without ``summary_writer`` nothing goes to TensorBoard, even with a TensorBoard handler on the engine."""
+    from monai.handlers import TensorBoardStatsHandler
+
+    writer = StubWriter()
+    engine = Engine(lambda e, batch: batch)
+    TensorBoardStatsHandler(summary_writer=writer, output_transform=lambda x: None).attach(engine)
+    ReliabilityDiagramSaver(tmp_path).attach(engine)
+    engine.run(_batches(n_batches=1), max_epochs=1)
+    assert FILES <= set(os.listdir(tmp_path)) and writer.figures == []
+
+
+def test_summary_writer_without_add_figure_is_refused(tmp_path):
+    from monai.handlers import TensorBoardStatsHandler
+
+    for wrong in (TensorBoardStatsHandler(summary_writer=StubWriter()), "runs/"):
+        with pytest.raises(TypeError, match="summary_writer must be a SummaryWriter"):
+            ReliabilityDiagramSaver(tmp_path, summary_writer=wrong)
 
 
 def test_only_rank_zero_writes_after_all_reduce(tmp_path, monkeypatch):

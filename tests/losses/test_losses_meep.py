@@ -96,7 +96,8 @@ def test_activation_is_read_or_asked_for():
     assert MEEPLoss(FocalLoss()).activation == "sigmoid"
     assert MEEPLoss(DiceLoss(), activation="softmax").activation == "softmax"  # explicit wins
     assert MEEPLoss(DiceLoss(softmax=True), activation="sigmoid").activation == "sigmoid"
-    for unreadable in (DiceLoss(), DiceLoss(other_act=torch.tanh), DiceCELoss(), lambda x, y: (x - y).abs().mean()):
+    assert MEEPLoss(DiceCELoss()).activation == "softmax"  # dice has none; the CE part is a softmax
+    for unreadable in (DiceLoss(), DiceLoss(other_act=torch.tanh), lambda x, y: (x - y).abs().mean()):
         with pytest.raises(ValueError, match=r"activation='softmax'.*activation='sigmoid'"):
             MEEPLoss(unreadable)
     with pytest.raises(ValueError, match="activation='softmax'"):

@@ -158,11 +158,11 @@ def test_nearest_surface_distances_pruning_is_exact():
     got_mm = nearest_surface_distances(query, target, max_elements=60_000, use_mm=True)
     np.testing.assert_allclose(got_mm.numpy(), ref, atol=1e-6)
     # with Z-order keys (the local bound)
-    from monai_meep.metrics.distance import _morton_keys
+    from monai_meep.metrics.surface import morton_keys
 
     def keyed(p):
         idx = (p - p.amin(0)).round().long()
-        k, o = torch.sort(_morton_keys(idx))
+        k, o = torch.sort(morton_keys(idx))
         return p[o], k
 
     (q, qk), (t, tk) = keyed(query), keyed(target)

@@ -25,7 +25,7 @@ from numba.extending import intrinsic, overload
 
 from ._numba import jit
 
-__all__ = ["sigmoid_kernel", "softmax2_kernel", "softmax_kernel"]
+__all__ = ["sigmoid1_kernel", "sigmoid_kernel", "softmax2_kernel", "softmax_kernel"]
 
 _FM = {"reassoc", "contract", "arcp", "nsz"}
 _F32 = np.float32
@@ -106,6 +106,10 @@ def _finite(x):
 
 
 def _integral(x):  # pragma: no cover - replaced by the overload below inside compiled code
+    raise NotImplementedError
+
+
+def _positive_bad(label):  # pragma: no cover - replaced by its overload inside compiled code
     raise NotImplementedError
 
 
@@ -300,5 +304,46 @@ def sigmoid_kernel(kind: int, has_valid: bool, per_channel: bool, with_grad: boo
                     if with_grad:
                         gc[s] = g if selected else _F32(0.0)
         stats[0], stats[1], stats[2], stats[3] = total, count, bad_z, 0
+
+    return kernel
+
+
+@overload(_positive_bad, inline="always")
+def _positive_bad_impl(label):
+    """``(positive, bad)`` of a one-channel sigmoid label: a float is a (soft) probability in [0, 1], positive above
+    1/2 (NaN is bad); an integer is 0 or 1. The reference's rule (``functional.positive_labels`` and its checks)."""
+    if isinstance(label, types.Float):
+        return lambda label: (label > 0.5, not ((label >= 0.0) & (label <= 1.0)))
+    return lambda label: (label != 0, (label < 0) | (label > 1))
+
+
+@functools.cache
+def sigmoid1_kernel(kind: int, has_ignore: bool, with_grad: bool):
+    """The pass over ``(B, 1, S)`` float32 logits of one sigmoid channel and their ``(B, S)`` labels of any real
+    dtype, read as they are (no boolean copy): the labels are checked in the same pass (``stats[3]`` counts those
+    outside [0, 1], NaN included, ``ignore`` excepted); otherwise as :func:`sigmoid_kernel`."""
+
+    @jit(fastmath=_FM)
+    def kernel(z, labels, ignore, lo, hi, stats, grad):
+        n_s = z.shape[2]
+        total, count, bad_z, bad_y = 0.0, 0, 0, 0
+        for b in range(lo // n_s, (hi - 1) // n_s + 1):
+            g0 = grad[b, 0]
+            for s in range(max(lo - b * n_s, 0), min(hi - b * n_s, n_s)):
+                v, label = z[b, 0, s], labels[b, s]
+                ok = _finite(v)
+                v = v if ok else _F32(0.0)
+                ignored = (label == ignore) if has_ignore else False
+                pos, bad = _positive_bad(label)
+                scored = not ignored
+                selected = scored if kind == 2 else scored & ((v > _F32(0.0)) != pos)
+                value, g = _two_class(v, kind)
+                total += value if selected else _F32(0.0)
+                count += selected
+                bad_z += not ok
+                bad_y += bad & scored
+                if with_grad:
+                    g0[s] = g if selected else _F32(0.0)
+        stats[0], stats[1], stats[2], stats[3] = total, count, bad_z, bad_y
 
     return kernel

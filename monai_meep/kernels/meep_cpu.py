@@ -8,8 +8,8 @@ sigmoid: ``(z > 0) != y`` per channel; ``ignore_index`` excluded; no gradient th
 Why: the reference makes about a dozen passes over the logits with float32 temporaries (``log_softmax``, ``max``,
 ``where``, their backward); here the forward reads each logit once and writes four numbers per part and, when
 autograd will ask for it, the gradient from the same exponentials; the backward only scales that buffer in place.
-The label checks of the reference (labels in ``[0, C)``, finite logits) happen inside the same forward pass; when
-one fails, the reference's check runs to raise its own message.
+The label checks of the reference (finite logits; softmax index labels in ``[0, C)``, one-channel sigmoid labels in
+``[0, 1]``) happen inside the same forward pass; when one fails, the reference's check runs to raise its message.
 
 Maths in float32 (float16 / bfloat16 logits are read through a float32 copy, the gradient is returned in their
 dtype). float64 logits -- what ``gradcheck`` uses -- stay on the reference, which is also the test oracle; so do
@@ -36,7 +36,7 @@ import torch
 
 from monai_meep.utils import cpu_threads, import_numba_kernels, numba_labels
 
-__all__ = ["HAS_NUMBA", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
+__all__ = ["HAS_NUMBA", "checks_in_pass", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 _KINDS = {"entropy": 0, "kl": 1, "entropy_all": 2}
@@ -77,6 +77,14 @@ def cpu_supports(logits: torch.Tensor, target: torch.Tensor | None, kind: str) -
     )
 
 
+def checks_in_pass(logits: torch.Tensor, target: torch.Tensor, activation: str) -> bool:
+    """Whether the kernel's own pass checks these labels (softmax index maps, one-channel sigmoid targets), so the
+    caller's separate check can be skipped; the logits are always checked in the pass."""
+    from monai_meep.losses.functional import is_index_target  # lazy: losses sit above the kernels
+
+    return is_index_target(target) and (activation == "softmax" or logits.shape[1] == 1)
+
+
 def _pool() -> ThreadPoolExecutor:
     # one pool for the process: a loss runs every step, and starting threads each time costs ~0.1 ms per thread
     global _POOL
@@ -115,6 +123,7 @@ class _Inputs:
         self.softmax = activation == "softmax"
         self.ignore, self.has_ignore = (0, False) if ignore_index is None else (int(ignore_index), True)
         index = is_index_target(target)
+        self.one_channel = False  # a one-channel sigmoid output read with its raw labels (sigmoid1_kernel)
         valid = None
         if self.softmax:
             if index:
@@ -123,6 +132,9 @@ class _Inputs:
                 self.labels = target.max(dim=1).indices.reshape(b, -1).contiguous().numpy()
                 valid = valid_mask(target, c, ignore_index)
                 self.has_ignore = False
+        elif c == 1 and index:  # one sigmoid channel: the labels are read (and checked) as they are, in the pass
+            self.labels = numba_labels(target.reshape(b, -1)).contiguous().numpy()
+            self.one_channel = True
         else:
             positive = positive_labels(target, c)
             self.positive = positive.reshape(b, positive.shape[1], -1).view(torch.uint8).contiguous().numpy()
@@ -138,6 +150,9 @@ class _Inputs:
             factory = kern.softmax2_kernel if self.shape[1] == 2 else kern.softmax_kernel
             kernel = factory(self.kind, self.has_ignore, self.has_valid, with_grad)
             args = (self.z, self.labels, self.valid, self.ignore)
+        elif self.one_channel:
+            kernel = kern.sigmoid1_kernel(self.kind, self.has_ignore, with_grad)
+            args = (self.z, self.labels, self.ignore)
         else:
             per_channel = self.positive.shape[1] == self.shape[1]
             kernel = kern.sigmoid_kernel(self.kind, self.has_valid, per_channel, with_grad)
@@ -190,8 +205,9 @@ def cpu_sum_count(
         activation: ``"softmax"`` or ``"sigmoid"``.
         ignore_index: label value left out of the set.
         kind: ``"kl"``, ``"entropy"`` (misclassified set) or ``"entropy_all"`` (every scored element).
-        on_invalid: called when the pass finds a non-finite logit or a label outside ``[0, C)`` (softmax index
-            maps); it should raise the caller's own error. ``None``: no check (a non-finite logit gives NaN).
+        on_invalid: called when the pass finds a non-finite logit or a bad label (:func:`checks_in_pass`: softmax
+            index maps outside ``[0, C)``, one-channel sigmoid labels outside ``[0, 1]``); it should raise the
+            caller's own error. ``None``: no check (a non-finite logit gives NaN).
 
     Returns:
         ``total``: float32 scalar with a gradient; ``count``: int64 scalar, elements in the set.

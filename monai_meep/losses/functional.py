@@ -321,12 +321,12 @@ def regulariser_sum_count(
         raise ValueError(f"kind={kind!r} needs a target to find the misclassified voxels.")
     target = check_shapes(logits, target, activation)
     if not logits.is_cuda and target is not None:
-        from monai_meep.kernels.meep_cpu import cpu_sum_count, cpu_supports  # lazy: kernels sit below losses
+        from monai_meep.kernels.meep_cpu import checks_in_pass, cpu_sum_count, cpu_supports  # lazy: kernels below
 
         if cpu_supports(logits, target, kind):
-            # the kernel checks softmax index maps and the logits in its own pass (and on a failure the check here
-            # runs to raise its message); other targets are checked here first
-            in_pass = activation == "softmax" and is_index_target(target)
+            # the kernel checks the logits, softmax index maps and one-channel sigmoid labels in its own pass (and on
+            # a failure the check here runs to raise its message); other targets are checked here first
+            in_pass = checks_in_pass(logits, target, activation)
             if validate and not in_pass:
                 _validate_values(logits, target, activation, ignore_index)
             check = functools.partial(_validate_values, logits, target, activation, ignore_index)

@@ -198,3 +198,45 @@ def test_polynomial_exp_and_log_accuracy():
     big = np.geomspace(1.0, 1e30, 2000).astype(np.float32)
     log = np.array([kernels._log_ge1(x) for x in big], np.float64)
     assert np.max(np.abs(log - np.log(big.astype(np.float64)))) < 1e-5  # absolute: log up to 69
+
+
+@pytest.mark.parametrize("kind", ["kl", "entropy", "entropy_all"])
+@pytest.mark.parametrize("ignore", [None, -1])
+def test_one_channel_sigmoid_reads_soft_and_integer_labels_in_the_pass(kind, ignore, monkeypatch):
+    """One sigmoid channel: the kernel reads the labels as they are (soft probabilities positive above 1/2, integer
+    0 / 1, ignore_index left out) and checks them in its own pass; the caller's separate check does not run."""
+    from monai_meep.losses import functional
+
+    g = torch.Generator().manual_seed(11)
+    logits = 3.0 * torch.randn(2, 1, 9, 7, 5, generator=g)
+    soft = torch.rand(2, 1, 9, 7, 5, generator=g)
+    soft[0, 0, 0, 0, :3] = torch.tensor([0.5, 0.0, 1.0])  # the boundaries: 0.5 is negative, as the reference
+    if ignore is not None:
+        soft[1, 0, :2] = ignore
+    for target in (soft, (soft > 0.5).to(torch.uint8), (soft > 0.5).long(), soft > 0.5):
+        if ignore is not None and not target.is_floating_point():
+            target = target.long()
+            target[1, 0, :2] = ignore
+        ref = _run(logits, target, "sigmoid", ignore, kind, fast=False)
+        _assert_same(ref, _run(logits, target, "sigmoid", ignore, kind, fast=True))
+    assert meep_cpu.checks_in_pass(logits, soft, "sigmoid")
+    calls = []
+    monkeypatch.setattr(functional, "_validate_values", lambda *a: calls.append(a))
+    functional.regulariser_sum_count(logits, soft, "sigmoid", ignore, kind)
+    assert not calls  # checked in the pass, not by a separate scan
+
+
+@pytest.mark.parametrize(
+    ("bad", "dtype"), [(1.5, torch.float32), (-0.25, torch.float32), (float("nan"), torch.float32), (2, torch.int64)]
+)
+def test_one_channel_sigmoid_bad_label_raises_the_reference_message(bad, dtype):
+    g = torch.Generator().manual_seed(12)
+    logits = torch.randn(2, 1, 6, 5, 4, generator=g)
+    target = torch.randint(0, 2, (2, 1, 6, 5, 4), generator=g).to(dtype)
+    target[1, 0, 3, 2, 1] = bad
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        regulariser_sum_count(logits, target, "sigmoid", kind="kl")
+    # the same label as ignore_index is left out, not refused (integer labels; NaN never equals itself)
+    if dtype == torch.int64:
+        total, _ = regulariser_sum_count(logits, target, "sigmoid", ignore_index=bad, kind="kl")
+        assert torch.isfinite(total)

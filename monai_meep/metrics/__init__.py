@@ -16,11 +16,14 @@ from .calibration import (
     reliability_curve_from_histogram,
 )
 from .calibration_metric import BrierScoreMetric, ExpectedCalibrationErrorMetric, NegativeLogLikelihoodMetric
+from .convention_metrics import CalibrationErrors, calibration_errors
 from .conventions import (
     PRESETS,
     CalibrationConvention,
+    CalibrationMode,
     Preset,
     Region,
+    batch_region_mask,
     calibration_convention,
     probability_sum_tolerance,
     region_mask,
@@ -43,12 +46,16 @@ __all__ = [
     "negative_log_likelihood_from_histogram",
     "reliability_curve",
     "reliability_curve_from_histogram",
-    # conventions of the field: regions and presets
+    # conventions of the field: regions, modes, presets, and the errors they give
     "PRESETS",
     "CalibrationConvention",
+    "CalibrationErrors",
+    "CalibrationMode",
     "Preset",
     "Region",
+    "batch_region_mask",
     "calibration_convention",
+    "calibration_errors",
     "probability_sum_tolerance",
     "region_mask",
     # Hausdorff distance

@@ -27,6 +27,14 @@ from .calibration import (
     calibration_error_from_histogram,
     negative_log_likelihood_from_histogram,
 )
+from .conventions import (
+    CalibrationConvention,
+    CalibrationMode,
+    Preset,
+    Region,
+    batch_region_mask,
+    calibration_convention,
+)
 from .histogram import DEFAULT_NUM_SUB_BINS, CalibrationHistogram
 
 __all__ = ["BrierScoreMetric", "ExpectedCalibrationErrorMetric", "NegativeLogLikelihoodMetric"]
@@ -261,6 +269,14 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
         check_sum: check that multi-channel probabilities sum to 1.
         num_classes: optional; otherwise read from the first input (1 channel = 2 classes).
         metric_reduction: alias of ``reduction``.
+        region: the voxels scored (:class:`~monai_meep.metrics.Region`): ``"all"`` (default), ``"foreground"``
+            (ground-truth foreground) or ``"boundary"`` (within ``band_mm`` of the ground-truth surface), built
+            from ``y`` per image and combined with any ``mask`` given (:func:`~monai_meep.metrics.batch_region_mask`).
+        band_mm: width of the boundary band in mm.
+        spacing: default voxel size (mm) of the boundary band when a call passes none (``metric(y_pred, y,
+            spacing=...)``, per image as MONAI's ``HausdorffDistanceMetric``); ``None``: a ``MetaTensor``'s affine.
+
+    The field's presets (``"meep"``, ``"mbls"``, ``"monai"``) are :meth:`from_convention`.
 
     Example:
         >>> metric = ExpectedCalibrationErrorMetric(num_bins=15)
@@ -285,16 +301,23 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
         check_sum: bool = True,
         num_classes: int | None = None,
         metric_reduction: MetricReduction | str | None = None,
+        region: Region | str = Region.ALL,
+        band_mm: float = 2.0,
+        spacing: Any = None,
     ) -> None:
         if int(num_bins) < 1:
             raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+        self.region = look_up_option(region, Region)
+        if not float(band_mm) > 0:
+            raise ValueError(f"band_mm must be > 0, got {band_mm}.")
+        self.band_mm = float(band_mm)
+        self.spacing = spacing
         cal_red = str(calibration_reduction).lower()
         if cal_red not in _MONAI_REDUCTIONS:
             raise ValueError(f"calibration_reduction must be one of {sorted(_MONAI_REDUCTIONS)}, got {cal_red!r}.")
         if norm is not None and str(norm).lower() not in CALIBRATION_NORMS:
             raise ValueError(f"norm must be one of {sorted(CALIBRATION_NORMS)}, got {norm!r}.")
-        if mode not in ("marginal", "top_label"):
-            raise ValueError(f"mode must be 'marginal' or 'top_label', got {mode!r}.")
+        mode = str(look_up_option(mode, CalibrationMode))
         if binning not in ("uniform", "adaptive"):
             raise ValueError(f"binning must be 'uniform' or 'adaptive', got {binning!r}.")
         self.num_bins = int(num_bins)
@@ -312,6 +335,102 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
             include_background, reduction, get_not_nans, pooled, num_sub_bins, ignore_index, check_sum, num_classes,
             metric_reduction,
         )  # fmt: skip
+
+    @classmethod
+    def from_convention(
+        cls,
+        convention: CalibrationConvention | Preset | str = Preset.MEEP,
+        region: Region | str | None = None,
+        num_bins: int | None = None,
+        band_mm: float | None = None,
+        mode: CalibrationMode | str | None = None,
+        include_background: bool | None = None,
+        **kwargs: Any,
+    ) -> ExpectedCalibrationErrorMetric:
+        """The metric of a named convention (:func:`~monai_meep.metrics.calibration_convention`).
+
+        Args:
+            convention: a preset name (``"meep"``, ``"mbls"``, ``"monai"``) or a
+                :class:`~monai_meep.metrics.CalibrationConvention`.
+            region, num_bins, band_mm, mode, include_background: override the preset's (preset names only).
+            kwargs: the other arguments of the class (``norm``, ``reduction``, ``pooled``, ``spacing``,
+                ``ignore_index``, ...).
+
+        Raises:
+            TypeError: ``convention`` is neither a name nor a ``CalibrationConvention``.
+            ValueError: overrides together with a ``CalibrationConvention``.
+
+        Example:
+            >>> metric = ExpectedCalibrationErrorMetric.from_convention("mbls")  # top-label, GT foreground, 15 bins
+            >>> metric.mode, str(metric.region), metric.num_bins
+            ('top_label', 'foreground', 15)
+        """
+        overrides = dict(region=region, num_bins=num_bins, band_mm=band_mm, mode=mode,
+                         include_background=include_background)  # fmt: skip
+        if isinstance(convention, CalibrationConvention):
+            if any(v is not None for v in overrides.values()):
+                raise ValueError("overrides apply to a preset name; build the CalibrationConvention with them instead.")
+            conv = convention
+        elif isinstance(convention, str):
+            conv = calibration_convention(convention, **overrides)
+        else:
+            raise TypeError(f"convention must be a preset name or a CalibrationConvention, got {convention!r}.")
+        return cls(num_bins=conv.num_bins, include_background=conv.include_background, mode=conv.mode,
+                   region=conv.region, band_mm=conv.band_mm, **kwargs)  # fmt: skip
+
+    def _region(self, y: torch.Tensor, mask: torch.Tensor | None, spacing: Any, num_classes: int) -> Any:
+        """``mask`` and-ed with the region's mask of ``y`` (``mask`` itself for ``region="all"``)."""
+        if self.region == Region.ALL:
+            return mask
+        spacing = self.spacing if spacing is None else spacing
+        region = batch_region_mask(y, self.region, spacing, self.band_mm, num_classes, self.ignore_index)
+        if mask is None:
+            return region
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(region.shape):
+            raise ValueError(f"mask must have shape {tuple(region.shape)}, got {tuple(getattr(mask, 'shape', ()))}.")
+        return region & (mask != 0).to(region.device)
+
+    def _compute_tensor(  # type: ignore[override]
+        self,
+        y_pred: torch.Tensor,
+        y: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        spacing: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Score each image over ``mask`` and the metric's region; ``spacing`` (mm) for the boundary band."""
+        if self.region != Region.ALL and isinstance(y, torch.Tensor) and isinstance(y_pred, torch.Tensor):
+            if y.ndim != y_pred.ndim or y.shape[0] != y_pred.shape[0]:
+                raise ValueError(f"y shape {tuple(y.shape)} does not match y_pred shape {tuple(y_pred.shape)}.")
+            if y.shape[0] > 0:
+                mask = self._region(y, mask, spacing, max(2, int(y_pred.shape[1])))
+        return super()._compute_tensor(y_pred, y, mask=mask, **kwargs)
+
+    def _compute_list(  # type: ignore[override]
+        self, y_pred: Sequence[torch.Tensor], y: Sequence[torch.Tensor] | None = None, mask: Any = None,
+        spacing: Any = None, **kwargs: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """Decollated lists; ``spacing`` is one for all images or one row per image."""
+        if spacing is None or isinstance(spacing, (int, float)) or self.region != Region.BOUNDARY:
+            return self._each(y_pred, y, mask, [spacing] * len(y_pred))
+        rows = spacing.tolist() if isinstance(spacing, torch.Tensor) else list(spacing)
+        if rows and isinstance(rows[0], (int, float)):  # one spacing for every image
+            return self._each(y_pred, y, mask, [rows] * len(y_pred))
+        if len(rows) != len(y_pred):
+            raise ValueError(f"per-image spacing has {len(rows)} rows for {len(y_pred)} images.")
+        return self._each(y_pred, y, mask, rows)
+
+    def _each(self, y_pred: Sequence[torch.Tensor], y: Any, mask: Any, spacings: list[Any]) -> torch.Tensor:
+        if y is None or len(y) != len(y_pred):
+            raise ValueError(f"y_pred and y must be lists of the same length, got {len(y_pred)} and {len(y or [])}.")
+        if mask is not None and len(mask) != len(y_pred):
+            raise ValueError(f"mask must have one entry per image ({len(y_pred)}), got {len(mask)}.")
+        out = []
+        for i, (p, t) in enumerate(zip(y_pred, y, strict=True)):
+            m = None if mask is None else torch.as_tensor(mask[i]).unsqueeze(0)
+            p, t = torch.as_tensor(p).unsqueeze(0), torch.as_tensor(t).unsqueeze(0)
+            out.append(self._compute_tensor(p, t, mask=m, spacing=spacings[i]))
+        return torch.cat(out, 0)
 
     def _score(self, hist: CalibrationHistogram) -> torch.Tensor:
         return calibration_error_from_histogram(

@@ -8,6 +8,9 @@
   :meth:`monai_meep.metrics.CalibrationHistogram.update`.
 - :func:`triton_available` (:mod:`.dispatch`): whether a tensor can take the Triton path.
 
+The CPU kernels (Numba) sit in :mod:`.meep_cpu` (the MEEP regulariser) and :mod:`monai_meep.metrics._histogram_numba`
+(the histogram), both run in parallel by :mod:`.parts`; they are imported on first use.
+
 Importing this package never needs triton; calling a kernel without it raises a ``ValueError``.
 """
 

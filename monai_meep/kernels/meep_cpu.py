@@ -15,9 +15,9 @@ Maths in float32 (float16 / bfloat16 logits are read through a float32 copy, the
 dtype). float64 logits -- what ``gradcheck`` uses -- stay on the reference, which is also the test oracle; so do
 targets the reference alone handles (``kind="entropy_all"`` without a target).
 
-Parallelism as the calibration histogram's: the voxels are split into parts by size only, run on plain threads
-(``torch.get_num_threads()`` of them), and the parts' float64 partial sums are added in a fixed order, so the value is
-the same bytes whatever the thread count.
+Parallelism as the calibration histogram's (:mod:`.parts`): the voxels are split into parts by size only, run on
+plain threads (``torch.get_num_threads()`` at most, the calling one included), and the parts' float64 partial sums
+are added in a fixed order, so the value is the same bytes whatever the thread count.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
-from monai_meep.utils import cpu_threads, import_numba_kernels, numba_labels
+from monai_meep.utils import import_numba_kernels, numba_labels
+
+from .parts import part_edges, run_parts
 
 __all__ = ["HAS_NUMBA", "checks_in_pass", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
 
@@ -44,8 +44,6 @@ _KINDS = {"entropy": 0, "kl": 1, "entropy_all": 2}
 MIN_PART_VOXELS = 1 << 16
 MAX_PARTS = 16
 _DUMMY_VALID = np.ones((1, 1), np.uint8)
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
 
 
 def cpu_kernel_enabled() -> bool:
@@ -85,25 +83,12 @@ def checks_in_pass(logits: torch.Tensor, target: torch.Tensor, activation: str) 
     return is_index_target(target) and (activation == "softmax" or logits.shape[1] == 1)
 
 
-def _pool() -> ThreadPoolExecutor:
-    # one pool for the process: a loss runs every step, and starting threads each time costs ~0.1 ms per thread
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(MAX_PARTS, thread_name_prefix="monai_meep_meep")
-        return _POOL
-
-
 def _run_parts(fn: Callable[[int, int, int], None], n_voxels: int) -> int:
-    """Call ``fn(part, lo, hi)`` for each part of ``range(n_voxels)``; returns the number of parts."""
+    """Call ``fn(part, lo, hi)`` for each part of ``range(n_voxels)`` (:func:`.parts.run_parts`); returns the number
+    of parts."""
     parts = max(1, min(MAX_PARTS, n_voxels // MIN_PART_VOXELS))
-    edges = [n_voxels * k // parts for k in range(parts + 1)]
-    workers = min(cpu_threads(), parts)
-    if workers == 1:
-        for k in range(parts):
-            fn(k, edges[k], edges[k + 1])
-    else:
-        list(_pool().map(lambda k: fn(k, edges[k], edges[k + 1]), range(parts)))
+    edges = part_edges(n_voxels, parts)
+    run_parts(lambda k: fn(k, edges[k], edges[k + 1]), parts)
     return parts
 
 

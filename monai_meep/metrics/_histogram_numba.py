@@ -7,11 +7,9 @@ single-threaded ``bincount`` calls per chunk; here each voxel is read once and e
 and top-label sub-bins, Brier, NLL) is added in the same loop, straight from the network's dtype and layout (no
 float64 copy, no chunk workspace).
 
-Parallelism without a thread pool that spins: the voxels are split into a number of contiguous *parts* that depends
-only on the input size (never on the thread count), each part adds into its own private histogram, and the parts are
-summed in a fixed order. Parts are run by plain Python threads on a ``nogil`` kernel, so the result is the same bytes
-whatever the number of threads, and a descheduled thread on a shared machine delays only its own parts (an OpenMP
-barrier would stall every thread).
+Parallelism as every CPU kernel of the package (:mod:`monai_meep.kernels.parts`): the voxels are split into contiguous
+*parts* by input size only, each part adds into its own private histogram, and the parts are summed in a fixed order,
+so the result is the same bytes whatever the number of threads.
 
 Errors are detected in the same pass (bad probabilities anywhere, bad labels or one-hot vectors where scored, channel
 sums off by more than the tolerance); the message then comes from re-running the NumPy path on the same input, which
@@ -22,13 +20,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 import numpy as np
 import torch
 
-from monai_meep.utils import NUMBA_LABEL_DTYPES, cpu_threads, import_numba_kernels, numba_labels
+from monai_meep.kernels.parts import run_parts
+from monai_meep.utils import NUMBA_LABEL_DTYPES, import_numba_kernels, numba_labels
 
 from ._histogram_common import FLAG_BAD_P, FLAG_BAD_Y, FLAG_NLL, FLAG_SUM_DEV, ChunkRules, Workspace
 
@@ -167,11 +165,5 @@ def _run_parts(kernel, args: tuple, c: int, s_bins: int) -> tuple[np.ndarray, np
         kernel(*args, lo, hi, records[k].view(np.int32).reshape(-1), records[k].reshape(-1), stats[k])
 
     run(0, 0, 0)  # no voxels: compiles (or loads) the specialisation here, before any worker thread needs it
-    workers = min(cpu_threads(), len(bounds))
-    if workers == 1:
-        for k in range(len(bounds)):
-            run(k)
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="monai_meep_hist") as pool:
-            list(pool.map(run, range(len(bounds))))
+    run_parts(run, len(bounds))
     return counts, sums, stats

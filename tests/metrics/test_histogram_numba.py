@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import monai_meep.kernels.parts as parts
 import monai_meep.metrics._histogram_numba as hn
 import monai_meep.metrics.histogram as hist_module
 from monai_meep.metrics import CalibrationHistogram
@@ -62,7 +63,7 @@ def test_the_bytes_do_not_depend_on_the_thread_count(small_parts, monkeypatch):
     probs, target, mask = _data(b=2, c=3, shape=(20, 10, 10), seed=2)
     states = []
     for n in (1, 2, 3):
-        monkeypatch.setattr(hn, "cpu_threads", lambda n=n: n)
+        monkeypatch.setattr(parts, "cpu_threads", lambda n=n: n)
         states.append(_state("numba", monkeypatch, 3, probs, target, mask=mask))
     _assert_same(states[1], states[0], exact=True)
     _assert_same(states[2], states[0], exact=True)

@@ -8,7 +8,7 @@ install:  ## CPU install: torch's CPU build first, then the package with its tes
 	$(PY) -m pip install -e ".[test]"
 
 demo:  ## the main job: Dice vs Dice + MEEP on the built-in phantom, side-by-side table
-	$(PY) -m monai_meep.experiments compare
+	$(PY) -m monai_meep.apps.experiments compare
 
 test:  ## the test suite (the same command CI runs)
 	$(PY) -m pytest -q

@@ -52,7 +52,7 @@ for task in $TASKS; do
   work="/tmp/$name"
   mkdir -p "$work"
   [ -f "results/gpu_state/$name.tar.gz" ] && tar -xzf "results/gpu_state/$name.tar.gz" -C "$work"
-  args=(-m monai_meep.experiments table1 --task "$task" --budget "$RUN_BUDGET" --backbone "$BACKBONE" --seeds "$SEEDS"
+  args=(-m monai_meep.apps.experiments table1 --task "$task" --budget "$RUN_BUDGET" --backbone "$BACKBONE" --seeds "$SEEDS"
         --out "$work/out" --no-progress "${ROW_ARGS[@]}")
   if [ "$(left)" -gt 60 ]; then
     echo "== $task: $WORKERS workers, $(left) s ($(date -u +%T))" >>"$LOG"

@@ -24,7 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from monai_meep.data.phantoms._common import rotation_matrix, smooth_noise, soft_ellipsoid
+from monai_meep.apps.phantoms._common import rotation_matrix, smooth_noise, soft_ellipsoid
 from monai_meep.report import calibration_report
 
 HERE = Path(__file__).resolve().parent

@@ -28,7 +28,7 @@ from monai.utils import LossReduction, StrEnum, look_up_option
 from torch.nn.modules.loss import _Loss
 
 from monai_meep.losses._targets import IndexTargetLoss, one_hot_labels, reduction_value
-from monai_meep.losses.factory import IndexCrossEntropyLoss
+from monai_meep.losses.cross_entropy import IndexCrossEntropyLoss
 from monai_meep.losses.functional import upcast
 
 __all__ = ["ACEBinning", "DiceCEML1ACELoss", "ML1ACELoss", "marginal_l1_ace"]
@@ -169,7 +169,7 @@ class DiceCEML1ACELoss(_Loss):
 
     ``lambda_dice * DiceLoss + lambda_ce * CE + lambda_ace * ML1ACELoss``, all on softmax logits and index targets.
     With ``ignore_index=None`` the first two terms are MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)``
-    exactly; they are composed from MONAI's ``DiceLoss`` and :class:`~monai_meep.losses.factory.IndexCrossEntropyLoss`
+    exactly; they are composed from MONAI's ``DiceLoss`` and :class:`~monai_meep.losses.IndexCrossEntropyLoss`
     because ``DiceCELoss`` has no ``ignore_index`` (WMH label 2). The parts of the last forward are kept, detached,
     in :attr:`parts` (``dice``, ``ce``, ``ace``).
 

@@ -2,12 +2,12 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Several models' reports side by side, with the paired statistics of the tables.
 
-The statistics are :mod:`monai_meep.experiments.stats`'s (docs/results.md).
+The statistics are :mod:`monai_meep.report.stats`'s (docs/results.md).
 
 Each model after the first is compared with the first (the reference) on the cases both scored: per metric, the
 mean paired difference (model minus reference), its 95 % bootstrap interval over cases, the Wilcoxon signed-rank
 p-value and a verdict (``better`` / ``worse`` only when the interval excludes 0), all from
-:func:`monai_meep.experiments.stats.paired_difference` (one "seed": the cases are the subjects).
+:func:`monai_meep.report.stats.paired_difference` (one "seed": the cases are the subjects).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
-from monai_meep.experiments.stats import N_RESAMPLES, PairedDifference, paired_difference
-
+from .stats import N_RESAMPLES, PairedDifference, paired_difference
 from .tables import format_value, metric_columns
 
 __all__ = ["compare_markdown", "paired_frame", "side_by_side"]
@@ -51,7 +50,7 @@ def paired_frame(cases: Mapping[str, pd.DataFrame], n_resamples: int = N_RESAMPL
 
     Returns:
         A row per (model, metric): ``model``, ``reference``, ``metric`` and the fields of
-        :class:`~monai_meep.experiments.stats.PairedDifference`.
+        :class:`~monai_meep.report.stats.PairedDifference`.
     """
     names = list(cases)
     ref_name, ref = names[0], cases[names[0]]

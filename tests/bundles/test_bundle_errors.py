@@ -10,14 +10,14 @@ import sys
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from monai_meep.experiments.bundle_checks import (
+from monai_meep.apps.bundle.checks import (
     EVAL_SPLITS,
     check_cli_overrides,
     check_settings,
     root_cause,
     split_items,
 )
-from monai_meep.experiments.bundle_runner import config_files
+from monai_meep.apps.bundle.runner import config_files
 
 from .conftest import BUNDLES, error_chain
 
@@ -113,7 +113,7 @@ def test_cli_override_typo_is_refused_with_the_closest_key():
     assert check_cli_overrides(_argv("--config_file", files, "--max_epochs", "5", "--train#dataset#cache_rate=0.5",
                                      "--eval_split", "val", "--meta_file", "configs/metadata.json"))  # fmt: skip
     # a bundle run from Python, or another program, is not inspected
-    assert check_cli_overrides(["python", "-m", "monai_meep.experiments", "--max_epoch", "5"])
+    assert check_cli_overrides(["python", "-m", "monai_meep.apps.experiments", "--max_epoch", "5"])
 
 
 @pytest.mark.slow

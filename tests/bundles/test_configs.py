@@ -10,7 +10,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
 from monai.bundle.config_item import ComponentLocator
 
-from monai_meep.experiments.bundle_runner import WORKFLOWS, config_files
+from monai_meep.apps.bundle.runner import WORKFLOWS, config_files
 
 from .conftest import BUNDLES, error_chain
 
@@ -129,8 +129,8 @@ def test_loss_is_the_json_component_graph(task):
     """The loss is MEEPLoss wrapping the MONAI loss spelled out in JSON: edited arguments reach it."""
     from monai.losses import DiceLoss, FocalLoss
 
+    from monai_meep.apps.loss_factory import build_loss
     from monai_meep.losses import ConfidencePenaltyLoss, MEEPLoss
-    from monai_meep.losses.factory import build_loss
 
     loss = _parser(task, regularizer="meep_kl").get_parsed_content("loss")
     ref = build_loss("dice", "meep_kl", task=task, ignore_index=2 if task == "wmh" else None)
@@ -176,7 +176,7 @@ def test_dropout_reaches_the_network_and_the_run_settings(task):
 
 def test_json_transforms_match_the_python_pipelines(tmp_path):
     """train.json spells out la_transforms / wmh_transforms: same output on the same item and random state."""
-    from monai_meep.data import la_transforms, prepare_dataset, wmh_transforms
+    from monai_meep.apps.data import la_transforms, prepare_dataset, wmh_transforms
 
     for task, sizes in (("la", {"scale": 0.2, "num_subjects": 8}), ("wmh", {"scale": 0.25, "num_subjects": 6})):
         parser = _parser(task, **sizes)
@@ -207,7 +207,7 @@ def test_json_transforms_match_the_python_pipelines(tmp_path):
 def test_evaluation_names_metrics_after_its_split_and_states_the_region(task):
     """evaluate.json scores the test split as test_* (train.json's validation stays val_*) and hands the region
     its metrics cover (LA: the heart-centred crop, WMH: the whole volume) to the CSV writers."""
-    from monai_meep.data import roi_size_for_scale
+    from monai_meep.apps.data import roi_size_for_scale
 
     def parser(workflow, **overrides):
         p = ConfigParser()

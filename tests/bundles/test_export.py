@@ -10,9 +10,9 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export
 
-from monai_meep.data import prepare_dataset
-from monai_meep.data.readers import volume_header
-from monai_meep.experiments.bundle_runner import config_files
+from monai_meep.apps.bundle.runner import config_files
+from monai_meep.apps.data import prepare_dataset
+from monai_meep.apps.data.readers import volume_header
 
 from .conftest import BUNDLES, error_chain, la_image_folder
 

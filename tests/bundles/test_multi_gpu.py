@@ -12,7 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from monai_meep.experiments.bundle_runner import config_files, run_bundle
+from monai_meep.apps.bundle.runner import config_files, run_bundle
 
 from .conftest import BUNDLES
 
@@ -26,7 +26,7 @@ EXACT = {
     "network_def#norm": "instance",
     "train_shuffle": False,
     "val_interval": 10,
-    "train#preprocessing": "$monai_meep.data.la_transforms('eval', crop_size=@patch_size)",
+    "train#preprocessing": "$monai_meep.apps.data.la_transforms('eval', crop_size=@patch_size)",
     "train_files": "$@datalist['training'][:4]",
     "optimizer#_target_": "torch.optim.SGD",
     "learning_rate": 0.1,

@@ -11,9 +11,9 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from monai_meep.data import prepare_dataset, roi_size_for_scale
-from monai_meep.data.readers import volume_header
-from monai_meep.experiments.bundle_runner import config_files
+from monai_meep.apps.bundle.runner import config_files
+from monai_meep.apps.data import prepare_dataset, roi_size_for_scale
+from monai_meep.apps.data.readers import volume_header
 
 from .conftest import BUNDLES, error_chain, la_image_folder
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from monai_meep.experiments.bundle_runner import config_files
-from monai_meep.experiments.bundle_support import settings_differences
+from monai_meep.apps.bundle.runner import config_files
+from monai_meep.apps.bundle.support import settings_differences
 
 from .conftest import BUNDLES, error_chain
 

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_meep.data import prepare_dataset
+from monai_meep.apps.data import prepare_dataset
 
 from .conftest import error_chain
 from .test_pipeline import _run
@@ -92,7 +92,7 @@ def test_bad_uncertainty_settings(kwargs, message):
     import torch
     from monai.inferers import SimpleInferer
 
-    from monai_meep.experiments.bundle_uncertainty import evaluation_inferer
+    from monai_meep.apps.bundle.uncertainty import evaluation_inferer
 
     with pytest.raises(ValueError, match=message):
         evaluation_inferer(inferer=SimpleInferer(), network_def=torch.nn.Conv3d(1, 2, 1), **kwargs)
@@ -102,7 +102,7 @@ def test_none_keeps_the_bundle_inferer_and_members_of_another_network_are_refuse
     import torch
     from monai.inferers import SimpleInferer
 
-    from monai_meep.experiments.bundle_uncertainty import evaluation_inferer
+    from monai_meep.apps.bundle.uncertainty import evaluation_inferer
 
     sw = SimpleInferer()
     assert evaluation_inferer("none", sw) is sw

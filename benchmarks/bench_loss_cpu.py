@@ -16,13 +16,15 @@ issue 17: <= 1.3x for the loss, <= 1.03x for the step); absolute times are this 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from monai.losses import DiceLoss
 from monai.networks.nets import UNet
 
 from benchmarks._common import device_quick_main, reference_path, time_fn
+from monai_meep.kernels import parts as kernel_parts
 from monai_meep.losses import functional as meep_functional
 
 __all__ = ["run"]
@@ -33,17 +35,36 @@ STEP_SHAPE = (2, 1, 96, 96, 48)
 ANCHOR = "issue 17 (2026-12-01): Dice + MEEP-KL 4.8-6.8x Dice (21-23 ms vs 3.3-4.5 ms); UNet step +12 % to +29 %"
 
 
-def _variants(activation: str) -> dict[str, tuple[Callable, bool]]:
-    """``{name: (loss(z, y), reference?)}``; the first entry is the Dice-alone base."""
+@contextlib.contextmanager
+def kernel_threads(n: int) -> Iterator[None]:
+    """Run the package's CPU kernels on ``n`` threads (PyTorch keeps its own setting): the variant that tells how
+    much of the kernel's cost is competition with PyTorch's OpenMP threads, which spin after each parallel op."""
+    saved = kernel_parts.cpu_threads
+    kernel_parts.cpu_threads = lambda: n
+    try:
+        yield
+    finally:
+        kernel_parts.cpu_threads = saved
+
+
+def _variants(activation: str) -> dict[str, tuple[Callable, Callable[[], Any]]]:
+    """``{name: (loss(z, y), context)}``; the first entry is the Dice-alone base."""
     dice = DiceLoss(softmax=True, to_onehot_y=True) if activation == "softmax" else DiceLoss(sigmoid=True)
-    out: dict[str, tuple[Callable, bool]] = {f"dice ({activation})": (dice, False)}
+    out: dict[str, tuple[Callable, Callable[[], Any]]] = {f"dice ({activation})": (dice, contextlib.nullcontext)}
+    paths = {
+        "numba kernel": contextlib.nullcontext,
+        "numba kernel, 1 thread": lambda: kernel_threads(1),
+        "reference": reference_path,
+    }
     for kind, fn in (("kl", meep_functional.meep_kl), ("entropy", meep_functional.meep_entropy)):
-        for ref in (False, True):
+        for path, context in paths.items():
+            if path.endswith("1 thread") and kind != "kl":
+                continue
 
             def loss(z, y, fn=fn):
                 return dice(z, y) + LAMBDA * fn(z, y, activation=activation)
 
-            out[f"dice ({activation}) + meep_{kind} ({'reference' if ref else 'numba kernel'})"] = (loss, ref)
+            out[f"dice ({activation}) + meep_{kind} ({path})"] = (loss, context)
     return out
 
 
@@ -67,18 +88,20 @@ def bench_loss_alone(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
         logits = (2 * torch.randn(shape[0], c, *shape[2:], generator=g)).requires_grad_(True)
         target = torch.randint(0, 2, (shape[0], 1, *shape[2:]), generator=g)
         times = {}
-        for name, (fn, ref) in _variants(activation).items():
+        for name, (fn, context) in _variants(activation).items():
 
             def step(fn=fn, logits=logits, target=target):
                 logits.grad = None
                 fn(logits, target).backward()
 
-            with reference_path() if ref else contextlib.nullcontext():
+            with context():
                 times[name] = time_fn(step, logits.device, reps, warmup=3, rounds=rounds)
         base = next(iter(times.values()))
         shape_s = "x".join(map(str, (shape[0], c, *shape[2:])))
         for name, t in times.items():
-            rows.append(_row(f"loss fwd+bwd {shape_s}: {name}", t, base, "<= 1.3x" if "numba" in name else ""))
+            rows.append(
+                _row(f"loss fwd+bwd {shape_s}: {name}", t, base, "<= 1.3x" if name.endswith("(numba kernel)") else "")
+            )
     return rows
 
 
@@ -89,25 +112,29 @@ def bench_train_step(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
     x = torch.randn(*shape)
     y = torch.randint(0, 2, (shape[0], 1, *shape[2:]))
     dice = DiceLoss(softmax=True, to_onehot_y=True)
+    meep = lambda z: dice(z, y) + LAMBDA * meep_functional.meep_kl(z, y)  # noqa: E731
     variants = {
-        "dice": (lambda z: dice(z, y), False),
-        "dice + meep_kl (numba kernel)": (lambda z: dice(z, y) + LAMBDA * meep_functional.meep_kl(z, y), False),
-        "dice + meep_kl (reference)": (lambda z: dice(z, y) + LAMBDA * meep_functional.meep_kl(z, y), True),
+        "dice": (lambda z: dice(z, y), contextlib.nullcontext),
+        "dice + meep_kl (numba kernel)": (meep, contextlib.nullcontext),
+        "dice + meep_kl (numba kernel, 1 thread)": (meep, lambda: kernel_threads(1)),
+        "dice + meep_kl (reference)": (meep, reference_path),
     }
     times = {}
-    for name, (loss_fn, ref) in variants.items():
+    for name, (loss_fn, context) in variants.items():
 
         def step(loss_fn=loss_fn):
             opt.zero_grad(set_to_none=True)
             loss_fn(net(x)).backward()
             opt.step()
 
-        with reference_path() if ref else contextlib.nullcontext():
+        with context():
             times[name] = time_fn(step, x.device, reps, warmup=2, rounds=rounds)
     base = times["dice"]
     shape_s = "x".join(map(str, shape))
     return [
-        _row(f"UNet 16-128 train step {shape_s}: {name}", t, base, "<= 1.03x" if "numba" in name else "")
+        _row(
+            f"UNet 16-128 train step {shape_s}: {name}", t, base, "<= 1.03x" if name.endswith("(numba kernel)") else ""
+        )
         for name, t in times.items()
     ]
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_meep.losses.targets import is_index_target, positive_labels, valid_mask
 from monai_meep.utils import import_numba_kernels, numba_labels
 
 from .parts import part_edges, run_parts
@@ -78,8 +79,6 @@ def cpu_supports(logits: torch.Tensor, target: torch.Tensor | None, kind: str) -
 def checks_in_pass(logits: torch.Tensor, target: torch.Tensor, activation: str) -> bool:
     """Whether the kernel's own pass checks these labels (softmax index maps, one-channel sigmoid targets), so the
     caller's separate check can be skipped; the logits are always checked in the pass."""
-    from monai_meep.losses.functional import is_index_target  # lazy: losses sit above the kernels
-
     return is_index_target(target) and (activation == "softmax" or logits.shape[1] == 1)
 
 
@@ -98,8 +97,6 @@ class _Inputs:
     def __init__(
         self, logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None, kind: str
     ) -> None:
-        from monai_meep.losses.functional import is_index_target, positive_labels, valid_mask  # lazy: losses above
-
         b, c = logits.shape[:2]
         self.shape = (b, c, logits[0, 0].numel())
         z = logits.detach().float().contiguous().view(self.shape)

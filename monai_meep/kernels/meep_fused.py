@@ -278,7 +278,7 @@ def _split_target(
 
     Index maps (one channel) go to the kernel as they are (it compares with ``ignore_index`` itself). A one-hot
     target becomes, for softmax, its arg-max index map with ignored voxels set to -1; for sigmoid it stays per channel
-    and the ignore rule of the reference (``valid_mask``) becomes a ``(B, 1, S)`` uint8 mask.
+    and the ignore rule of the reference (``losses.targets.valid_mask``) becomes a ``(B, 1, S)`` uint8 mask.
     """
     if target is None:
         return None, None, None

@@ -30,21 +30,20 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from monai_meep.losses.targets import is_index_target, positive_labels, valid_mask
+
 __all__ = [
     "ACTIVATIONS",
     "REGULARISERS",
     "check_activation",
     "check_shapes",
-    "is_index_target",
     "mean_entropy",
     "meep_entropy",
     "meep_kl",
-    "positive_labels",
     "regulariser_sum_count",
     "scored_count",
     "upcast",
     "use_fused_kernel",
-    "valid_mask",
 ]
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -138,28 +137,6 @@ def _prepare(
     return upcast(logits), check_shapes(logits, target, activation)
 
 
-def is_index_target(target: torch.Tensor) -> bool:
-    """Whether a target with a channel dim is an index map: one channel (for a one-channel sigmoid output, index
-    map and one-hot coincide)."""
-    return target.shape[1] == 1
-
-
-def valid_mask(target: torch.Tensor, n_ch: int, ignore_index: int | None) -> torch.Tensor | None:
-    """``(B, 1, *)`` bool, True where the voxel is scored, or None when nothing is ignored.
-
-    MONAI's convention (``monai.metrics.utils.create_ignore_mask``): an index map is compared with ``ignore_index``;
-    a one-hot target ignores voxels of channel ``ignore_index`` when it is a valid channel, and all-zero voxels when
-    it is a sentinel (``< 0`` or ``>= C``).
-    """
-    if ignore_index is None:
-        return None
-    if is_index_target(target):
-        return target != ignore_index
-    if 0 <= ignore_index < n_ch:
-        return target[:, ignore_index : ignore_index + 1] == 0
-    return (target != 0).any(dim=1, keepdim=True)
-
-
 def _validate_values(
     logits: torch.Tensor, target: torch.Tensor | None, activation: str, ignore_index: int | None
 ) -> None:
@@ -219,15 +196,6 @@ def _bad_one_hot(target: torch.Tensor, activation: str, ignore_index: int | None
         bad = ~((t >= 0) & (t <= 1)).all(dim=1, keepdim=True)  # NaN fails both bounds
     valid = valid_mask(target, target.shape[1], ignore_index)
     return bad if valid is None else bad & valid
-
-
-def positive_labels(target: torch.Tensor, n_ch: int) -> torch.Tensor:
-    """Sigmoid targets as booleans, ``(B, 1 or C, *)``: where each (channel, voxel) element's label is positive."""
-    if is_index_target(target) and n_ch > 1:
-        # index map for a multi-channel sigmoid (MONAI's to_onehot_y=True, sigmoid=True): channel c = "label c"
-        classes = torch.arange(n_ch, device=target.device).view([1, n_ch] + [1] * (target.ndim - 2))
-        return target == classes
-    return target > 0.5 if target.is_floating_point() else target != 0
 
 
 def _errors_and_scored(

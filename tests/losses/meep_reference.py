@@ -1,4 +1,5 @@
-"""Float64 NumPy recomputation of the MEEP regularisers, written from design section 2 (not from the package)."""
+"""Float64 NumPy recomputation of the MEEP regularisers, written from the paper's Eqs. 1-2 as docs/losses.md states
+them (not from the package)."""
 
 from __future__ import annotations
 

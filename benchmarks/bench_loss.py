@@ -51,7 +51,7 @@ def _losses(fused_ok: bool) -> dict[str, Callable]:
 
     out = {"dice": dice_only, "dice+meep_kl (reference)": dice_meep_ref}
     if fused_ok:
-        out["dice+meep_kl (fused triton)"] = lambda z, y: dice(z, y) + LAMBDA * fused_meep_regularizer(z, y, "kl")
+        out["dice+meep_kl (fused triton)"] = lambda z, y: dice(z, y) + LAMBDA * fused_meep_regularizer(z, y, "meep_kl")
     return out
 
 

@@ -37,7 +37,7 @@ def _variants(activation: str) -> dict[str, tuple[Callable, bool]]:
     """``{name: (loss(z, y), reference?)}``; the first entry is the Dice-alone base."""
     dice = DiceLoss(softmax=True, to_onehot_y=True) if activation == "softmax" else DiceLoss(sigmoid=True)
     out: dict[str, tuple[Callable, bool]] = {f"dice ({activation})": (dice, False)}
-    for kind, fn in (("kl", meep_functional.meep_kl), ("entropy", meep_functional.meep_entropy)):
+    for kind, fn in (("meep_kl", meep_functional.meep_kl), ("meep_entropy", meep_functional.meep_entropy)):
         for ref in (False, True):
 
             def loss(z, y, fn=fn):

@@ -27,7 +27,7 @@ LIBRARY_PACKAGES = (
     "transforms",
     "visualize",
 )
-LIBRARY_MODULES = ("__init__.py", "_version.py", "dist.py", "utils.py")
+LIBRARY_MODULES = ("__init__.py", "_version.py", "dist.py", "enums.py", "utils.py")
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> tuple[str, bool]:

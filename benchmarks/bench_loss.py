@@ -30,7 +30,7 @@ from monai_meep.losses import functional as meep_functional
 __all__ = ["run", "time_fn"]
 
 LAMBDA = 0.5  # the paper's LA Dice setting (the weight does not change the cost)
-ANCHORS = {  # design section 6, one H200, torch 2.11, MONAI 1.6.1
+ANCHORS = {  # measured 2026-11-28, one H200, torch 2.11, MONAI 1.6.1 (benchmarks/gpu/README.md)
     "loss_dice_ms": 1.04,
     "loss_naive_kl_ms": 1.42,
     "loss_compile_ms": 1.35,
@@ -51,7 +51,7 @@ def _losses(fused_ok: bool) -> dict[str, Callable]:
 
     out = {"dice": dice_only, "dice+meep_kl (reference)": dice_meep_ref}
     if fused_ok:
-        out["dice+meep_kl (fused triton)"] = lambda z, y: dice(z, y) + LAMBDA * fused_meep_regularizer(z, y, "kl")
+        out["dice+meep_kl (fused triton)"] = lambda z, y: dice(z, y) + LAMBDA * fused_meep_regularizer(z, y, "meep_kl")
     return out
 
 

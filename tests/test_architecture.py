@@ -27,7 +27,7 @@ LIBRARY_PACKAGES = (
     "transforms",
     "visualize",
 )
-LIBRARY_MODULES = ("__init__.py", "_version.py", "dist.py", "utils.py")
+LIBRARY_MODULES = ("__init__.py", "_version.py", "dist.py", "enums.py", "utils.py")
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> tuple[str, bool]:
@@ -141,3 +141,40 @@ def test_module_names(tmp_path):
     assert module_name(root / "metrics" / "__init__.py", root) == ("monai_meep.metrics", True)
     assert module_name(root / "metrics" / "histogram.py", root) == ("monai_meep.metrics.histogram", False)
     assert module_name(root / "__init__.py", root) == ("monai_meep", True)
+
+
+def module_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that reach each other through ``edges`` (module -> modules it imports), sorted."""
+    reach: dict[str, set[str]] = {}
+    for start in edges:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        reach[start] = seen
+    groups = {frozenset({a} | {b for b in reach[a] if a in reach.get(b, ())}) for a in edges if a in reach[a]}
+    return sorted(sorted(g) for g in groups)
+
+
+def test_no_import_cycles_between_library_modules():
+    """No two library modules import each other, also lazily inside a function (docs/architecture.md): shared
+    helpers go to a module both import (e.g. ``losses.targets`` for ``losses.functional`` and
+    ``kernels.meep_cpu``). Package ``__init__`` re-exports are left out: they only gather their modules."""
+    files = {}
+    for path in library_files():
+        module, is_package = module_name(path)
+        if not is_package:
+            files[module] = path
+    edges = {
+        m: {t for t in imported_modules(p.read_text(encoding="utf-8"), m) if t in files and t != m}
+        for m, p in files.items()
+    }
+    assert not module_cycles(edges), f"library modules that import each other: {module_cycles(edges)}"
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert module_cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert module_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+    assert module_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 from monai.losses import DiceLoss, FocalLoss
 from torch.nn.modules.loss import _Loss
 
+from monai_meep.enums import Regularizer
 from monai_meep.losses import ace, focal_adaptive, label_smoothing, margin, nacl, svls
 from monai_meep.losses.cross_entropy import IndexCrossEntropyLoss
 from monai_meep.losses.meep import ConfidencePenaltyLoss, MEEPLoss
@@ -38,7 +39,8 @@ PAPER_BASE_LOSSES = ("dice", "ce", "focal")
 #: the field's calibration baselines (docs/baselines.md), selectable as base losses too
 BASELINE_LOSSES = ("ls", "ls_dice", "svls", "mbls", "nacl", "ml1ace", "ml1ace_soft", "flsd")
 BASE_LOSSES = PAPER_BASE_LOSSES + BASELINE_LOSSES
-REGULARIZERS = ("none", "meep_entropy", "meep_kl", "confidence_penalty")
+#: the library's names (monai_meep.enums.Regularizer): the same spelling in Python, the bundles and the CLI
+REGULARIZERS = tuple(r.value for r in Regularizer)
 TASKS = ("wmh", "la")
 
 # Paper (Larrazabal et al. 2023), section 3: lambda per task and base loss. The paper reports no MEEP-on-focal rows;
@@ -56,7 +58,9 @@ CONFIDENCE_PENALTY_BETA = 0.2
 
 
 def _check(name: str, value: object, valid: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in valid:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {', '.join(valid)}; got {type(value).__name__} {value!r}.")
+    if value.lower() not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid names are {', '.join(valid)}.")
     return value.lower()
 
@@ -182,5 +186,4 @@ def build_loss(
     if regularizer == "confidence_penalty":
         # the penalty covers all voxels and reads no labels, so WMH label 2 passes; the base loss checks the labels
         return ConfidencePenaltyLoss(seg, weight=weight, activation="softmax")
-    kind = "entropy" if regularizer == "meep_entropy" else "kl"
-    return MEEPLoss(seg, regularizer=kind, weight=weight, ignore_index=ignore_index, activation="softmax")
+    return MEEPLoss(seg, regularizer=regularizer, weight=weight, ignore_index=ignore_index, activation="softmax")

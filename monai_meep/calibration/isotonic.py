@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import isotonic_regression
 
 from monai_meep.calibration.base import Calibrator
 from monai_meep.metrics.histogram import DEFAULT_NUM_SUB_BINS, CalibrationHistogram
@@ -35,33 +36,37 @@ __all__ = ["IsotonicCalibration", "pool_adjacent_violators"]
 def pool_adjacent_violators(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted non-decreasing isotonic regression of ``num / den`` with weights ``den`` (all ``den > 0``).
 
+    The blocks come from SciPy's PAV (``scipy.optimize.isotonic_regression``, O(n) in C++); each block's value is
+    then recomputed from the summed inputs, ``sum num / sum den``, so integer counts give the exactly rounded ratio,
+    and neighbouring blocks whose values are equal (a tie SciPy's float64 means may leave split) are pooled.
+    SciPy rather than our own loop: on a 1e6-point weighted fit this function is 33x faster (39 ms vs 1.30 s, 2
+    shared cores, ``python -m benchmarks.bench_isotonic``) than the exact integer-ratio PAV loop it replaced, with
+    the same 250 blocks and identical fitted values (SciPy's own float64 block means are 4.4e-16 off, hence the
+    recomputation); docs/calibration.md.
+
     Args:
         num: per-point sums of the response (positives per sub-bin), ``(n,)``, in sorted ``x`` order.
         den: per-point weights (voxels per sub-bin), ``(n,)``.
 
     Returns:
         ``(start, end, value)``: index ranges ``[start, end]`` of the pooled blocks and their values
-        ``sum num / sum den``.
+        ``sum num / sum den``, strictly increasing.
     """
-    # integer counts stay Python ints: the cross-multiplied comparison below is then exact even past 2**53
-    integral = bool(np.all(np.mod(num, 1) == 0) and np.all(np.mod(den, 1) == 0))
-    conv = (lambda v: int(v)) if integral else float
-    b_num: list[float] = []
-    b_den: list[float] = []
-    b_start: list[int] = []
-    for i in range(len(num)):
-        b_num.append(conv(num[i]))
-        b_den.append(conv(den[i]))
-        b_start.append(i)
-        # merge backwards while the last block is not above the previous one (cross-multiplied: no division)
-        while len(b_num) > 1 and b_num[-2] * b_den[-1] >= b_num[-1] * b_den[-2]:
-            n_last, d_last = b_num.pop(), b_den.pop()
-            b_start.pop()
-            b_num[-1] += n_last
-            b_den[-1] += d_last
-    start = np.asarray(b_start, dtype=np.int64)
-    end = np.append(start[1:] - 1, len(num) - 1) if len(num) else start
-    return start, end, np.asarray([n / d for n, d in zip(b_num, b_den, strict=True)], dtype=np.float64)
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    if len(num) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float64)
+    start = np.asarray(isotonic_regression(num / den, weights=den).blocks[:-1], dtype=np.int64)
+    while True:
+        # float64 sums of integer counts are exact below 2**53 voxels, so these are the exact ratios, rounded once
+        value = np.add.reduceat(num, start) / np.add.reduceat(den, start)
+        tied = np.flatnonzero(np.diff(value) <= 0) + 1
+        if not len(tied):
+            break
+        start = np.delete(start, tied)
+    end = np.append(start[1:] - 1, len(num) - 1)
+    return start, end, value
 
 
 class IsotonicCalibration(Calibrator):

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from monai.utils import convert_to_tensor
 
-__all__ = ["OutputLayout"]
+from monai_meep.enums import Activation, InputType, look_up
 
-_ACTIVATIONS = ("softmax", "sigmoid")
-_INPUT_TYPES = ("logits", "probs")
+__all__ = ["OutputLayout"]
 
 
 class OutputLayout:
@@ -32,14 +31,14 @@ class OutputLayout:
             logit_clip]`` where a finite value is needed.
 
     Raises:
+        TypeError: ``activation`` not a string.
         ValueError: on an unknown activation, ``softmax`` with fewer than 2 classes, a non-positive clip.
     """
 
     def __init__(self, num_classes: int, activation: str = "softmax", logit_clip: float = 30.0) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}.")
+        activation = look_up(activation, Activation, "activation")
         if activation == "softmax" and num_classes < 2:
             raise ValueError("activation='softmax' needs num_classes >= 2; use activation='sigmoid' for 1 channel.")
         if not (math.isfinite(logit_clip) and logit_clip > 0):
@@ -61,10 +60,8 @@ class OutputLayout:
         return 1 if self.mode == "binary" else self.num_classes
 
     @staticmethod
-    def _check_input_type(input_type: str) -> str:
-        if input_type not in _INPUT_TYPES:
-            raise ValueError(f"input_type must be one of {_INPUT_TYPES}, got {input_type!r}.")
-        return input_type
+    def _check_input_type(input_type: InputType | str) -> InputType:
+        return look_up(input_type, InputType, "input_type")
 
     def _check_x(self, x: Any, input_type: str) -> torch.Tensor:
         x = convert_to_tensor(x, track_meta=False)

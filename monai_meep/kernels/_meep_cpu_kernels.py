@@ -311,7 +311,7 @@ def sigmoid_kernel(kind: int, has_valid: bool, per_channel: bool, with_grad: boo
 @overload(_positive_bad, inline="always")
 def _positive_bad_impl(label):
     """``(positive, bad)`` of a one-channel sigmoid label: a float is a (soft) probability in [0, 1], positive above
-    1/2 (NaN is bad); an integer is 0 or 1. The reference's rule (``functional.positive_labels`` and its checks)."""
+    1/2 (NaN is bad); an integer is 0 or 1. The reference's rule (``losses.targets.positive_labels`` and its checks)."""
     if isinstance(label, types.Float):
         return lambda label: (label > 0.5, not ((label >= 0.0) & (label <= 1.0)))
     return lambda label: (label != 0, (label < 0) | (label > 1))

@@ -13,7 +13,7 @@ The label checks of the reference (finite logits; softmax index labels in ``[0, 
 
 Maths in float32 (float16 / bfloat16 logits are read through a float32 copy, the gradient is returned in their
 dtype). float64 logits -- what ``gradcheck`` uses -- stay on the reference, which is also the test oracle; so do
-targets the reference alone handles (``kind="entropy_all"`` without a target).
+targets the reference alone handles (``kind="confidence_penalty"`` without a target).
 
 Parallelism as the calibration histogram's (:mod:`.parts`): the voxels are split into parts by size only, run on
 plain threads (``torch.get_num_threads()`` at most, the calling one included), and the parts' float64 partial sums
@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_meep.enums import Regularizer
+from monai_meep.losses.targets import is_index_target, positive_labels, valid_mask
 from monai_meep.utils import import_numba_kernels, numba_labels
 
 from .parts import part_edges, run_parts
@@ -39,7 +41,8 @@ from .parts import part_edges, run_parts
 __all__ = ["HAS_NUMBA", "checks_in_pass", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
-_KINDS = {"entropy": 0, "kl": 1, "entropy_all": 2}
+# the kernels' integer codes of the regulariser (the same as kernels.meep_fused)
+_KINDS = {Regularizer.MEEP_ENTROPY: 0, Regularizer.MEEP_KL: 1, Regularizer.CONFIDENCE_PENALTY: 2}
 # voxels per part at least: below this a part costs more to schedule than to compute
 MIN_PART_VOXELS = 1 << 16
 MAX_PARTS = 16
@@ -78,8 +81,6 @@ def cpu_supports(logits: torch.Tensor, target: torch.Tensor | None, kind: str) -
 def checks_in_pass(logits: torch.Tensor, target: torch.Tensor, activation: str) -> bool:
     """Whether the kernel's own pass checks these labels (softmax index maps, one-channel sigmoid targets), so the
     caller's separate check can be skipped; the logits are always checked in the pass."""
-    from monai_meep.losses.functional import is_index_target  # lazy: losses sit above the kernels
-
     return is_index_target(target) and (activation == "softmax" or logits.shape[1] == 1)
 
 
@@ -98,8 +99,6 @@ class _Inputs:
     def __init__(
         self, logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None, kind: str
     ) -> None:
-        from monai_meep.losses.functional import is_index_target, positive_labels, valid_mask  # lazy: losses above
-
         b, c = logits.shape[:2]
         self.shape = (b, c, logits[0, 0].numel())
         z = logits.detach().float().contiguous().view(self.shape)
@@ -178,7 +177,7 @@ def cpu_sum_count(
     target: torch.Tensor,
     activation: str = "softmax",
     ignore_index: int | None = None,
-    kind: str = "kl",
+    kind: str = "meep_kl",
     on_invalid: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(total, count)`` of the regulariser over its selected set, as the reference, in one compiled pass.
@@ -189,7 +188,7 @@ def cpu_sum_count(
             (``monai_meep.losses.functional.check_shapes``).
         activation: ``"softmax"`` or ``"sigmoid"``.
         ignore_index: label value left out of the set.
-        kind: ``"kl"``, ``"entropy"`` (misclassified set) or ``"entropy_all"`` (every scored element).
+        kind: ``"meep_kl"``, ``"meep_entropy"`` (misclassified set) or ``"confidence_penalty"`` (every scored element).
         on_invalid: called when the pass finds a non-finite logit or a bad label (:func:`checks_in_pass`: softmax
             index maps outside ``[0, C)``, one-channel sigmoid labels outside ``[0, 1]``); it should raise the
             caller's own error. ``None``: no check (a non-finite logit gives NaN).
@@ -202,7 +201,7 @@ def cpu_sum_count(
 
     Example:
         >>> z, y = torch.randn(1, 2, 8, 8, 8), torch.randint(0, 2, (1, 1, 8, 8, 8))
-        >>> total, count = cpu_sum_count(z, y, kind="kl")
+        >>> total, count = cpu_sum_count(z, y, kind="meep_kl")
     """
     if not cpu_supports(logits, target, kind):
         raise ValueError(

@@ -20,13 +20,16 @@ import contextlib
 import torch
 from monai.utils import optional_import
 
+from monai_meep.enums import Activation, Regularizer, look_up
+
 triton, HAS_TRITON = optional_import("triton")
 tl, _ = optional_import("triton.language")
 
 __all__ = ["HAS_TRITON", "fused_meep_regularizer", "fused_sum_count"]
 
-_KINDS = {"entropy": 0, "kl": 1, "entropy_all": 2}
-_ACTS = {"softmax": 0, "sigmoid": 1}
+# the kernels' integer codes of the regulariser (monai_meep.enums.Regularizer) and the activation
+_KINDS = {Regularizer.MEEP_ENTROPY: 0, Regularizer.MEEP_KL: 1, Regularizer.CONFIDENCE_PENALTY: 2}
+_ACTS = {Activation.SOFTMAX: 0, Activation.SIGMOID: 1}
 # elements (channels x voxels) one program holds: large enough to amortise the launch, small enough for registers.
 _TILE = 4096
 
@@ -278,7 +281,7 @@ def _split_target(
 
     Index maps (one channel) go to the kernel as they are (it compares with ``ignore_index`` itself). A one-hot
     target becomes, for softmax, its arg-max index map with ignored voxels set to -1; for sigmoid it stays per channel
-    and the ignore rule of the reference (``valid_mask``) becomes a ``(B, 1, S)`` uint8 mask.
+    and the ignore rule of the reference (``losses.targets.valid_mask``) becomes a ``(B, 1, S)`` uint8 mask.
     """
     if target is None:
         return None, None, None
@@ -312,7 +315,7 @@ def fused_sum_count(
     target: torch.Tensor | None,
     activation: str = "softmax",
     ignore_index: int | None = None,
-    kind: str = "kl",
+    kind: str = "meep_kl",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused ``(total, count)``: a drop-in for ``monai_meep.losses.functional._reference_sum_count``.
 
@@ -320,28 +323,28 @@ def fused_sum_count(
         logits: ``(B, C, *spatial)`` logits, float32 / bfloat16 / float16 / float64, on CUDA (or on the CPU under
             ``TRITON_INTERPRET=1``).
         target: index map ``(B, 1, *)`` / ``(B, *)`` or one-hot / multi-label ``(B, C, *)``; None only for
-            ``kind="entropy_all"``.
+            ``kind="confidence_penalty"``.
         activation: ``"softmax"`` or ``"sigmoid"``.
         ignore_index: label never counted (MONAI's one-hot convention for ``(B, C, *)`` targets).
-        kind: ``"kl"``, ``"entropy"`` or ``"entropy_all"``.
+        kind: ``"meep_kl"``, ``"meep_entropy"`` or ``"confidence_penalty"``.
 
     Returns:
         ``total`` (float32, float64 for float64 logits; carries the gradient) and ``count`` (int64, no gradient).
 
     Raises:
+        TypeError: ``kind`` / ``activation`` not a string.
         ValueError: unknown ``kind`` / ``activation``, a one-channel softmax, mismatched shapes, or no triton.
     """
     if not HAS_TRITON:
         raise ValueError("fused_sum_count needs triton (pip install triton); use monai_meep.losses.functional instead.")
-    if kind not in _KINDS or activation not in _ACTS:
-        raise ValueError(f"kind must be one of {tuple(_KINDS)} and activation one of {tuple(_ACTS)}, got {kind!r}, "
-                         f"{activation!r}.")  # fmt: skip
+    kind = look_up(kind, Regularizer, "kind", tuple(_KINDS))
+    activation = look_up(activation, Activation, "activation")
     logits = _plain(logits)
     if logits.ndim < 3 or not logits.is_floating_point():
         raise ValueError(f"logits must be a float tensor (B, C, *spatial), got {logits.dtype} {tuple(logits.shape)}.")
     if activation == "softmax" and logits.shape[1] < 2:
         raise ValueError(f"softmax needs C >= 2 channels, got logits of shape {tuple(logits.shape)}.")
-    if target is None and kind != "entropy_all":
+    if target is None and kind != "confidence_penalty":
         raise ValueError(f"kind={kind!r} needs a target.")
     if target is not None:
         t_shape = tuple(target.shape if target.ndim == logits.ndim else (target.shape[0], 1, *target.shape[1:]))
@@ -351,10 +354,10 @@ def fused_sum_count(
                 f"target of shape {tuple(target.shape)} does not match logits of shape {tuple(logits.shape)}: "
                 "expected (B, 1, *spatial), (B, *spatial) or (B, C, *spatial)."
             )
-    if kind == "entropy_all" and (target is None or ignore_index is None):
+    if kind == "confidence_penalty" and (target is None or ignore_index is None):
         target, ignore_index = None, None  # every element counts: the target plays no role
     tgt, valid, ign = _split_target(logits, target, activation, ignore_index)
-    if kind == "entropy_all" and tgt is not None and tgt.shape[1] > 1 and activation == "sigmoid":
+    if kind == "confidence_penalty" and tgt is not None and tgt.shape[1] > 1 and activation == "sigmoid":
         tgt = tgt[:, :1].contiguous()  # only the valid mask matters; keep the target tensor small
     return _FusedSumCount.apply(logits.contiguous(), tgt, valid, kind, activation, ign)
 
@@ -362,7 +365,7 @@ def fused_sum_count(
 def fused_meep_regularizer(
     logits: torch.Tensor,
     target: torch.Tensor,
-    kind: str = "kl",
+    kind: str = "meep_kl",
     activation: str = "softmax",
     ignore_index: int | None = None,
 ) -> torch.Tensor:
@@ -374,7 +377,7 @@ def fused_meep_regularizer(
     Args:
         logits: ``(B, C, *spatial)`` logits (CUDA; CPU only under ``TRITON_INTERPRET=1``).
         target: index map ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``.
-        kind: ``"entropy"`` (Eq. 1) or ``"kl"`` (Eq. 2).
+        kind: ``"meep_entropy"`` (Eq. 1) or ``"meep_kl"`` (Eq. 2).
         activation: ``"softmax"`` (C >= 2) or ``"sigmoid"`` (per channel).
         ignore_index: label value excluded from ``W``.
 
@@ -387,9 +390,8 @@ def fused_meep_regularizer(
     Example:
         >>> z = torch.randn(2, 3, 33, 17, device="cuda", requires_grad=True)  # doctest: +SKIP
         >>> y = torch.randint(0, 3, (2, 1, 33, 17), device="cuda")  # doctest: +SKIP
-        >>> fused_meep_regularizer(z, y, kind="kl").backward()  # doctest: +SKIP
+        >>> fused_meep_regularizer(z, y, kind="meep_kl").backward()  # doctest: +SKIP
     """
-    if kind not in ("entropy", "kl"):
-        raise ValueError(f"kind must be 'entropy' or 'kl', got {kind!r}.")
+    kind = look_up(kind, Regularizer, "kind", (Regularizer.MEEP_ENTROPY, Regularizer.MEEP_KL))
     total, count = fused_sum_count(logits, target, activation, ignore_index, kind)
     return total / count.clamp(min=1).to(total.dtype)

@@ -30,26 +30,25 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from monai_meep.enums import Activation, Regularizer, look_up
+from monai_meep.losses.targets import is_index_target, positive_labels, valid_mask
+
 __all__ = [
-    "ACTIVATIONS",
-    "REGULARISERS",
+    "KINDS",
     "check_activation",
     "check_shapes",
-    "is_index_target",
     "mean_entropy",
     "meep_entropy",
     "meep_kl",
-    "positive_labels",
     "regulariser_sum_count",
     "scored_count",
     "upcast",
     "use_fused_kernel",
-    "valid_mask",
 ]
 
-ACTIVATIONS = ("softmax", "sigmoid")
-#: ``"entropy"`` / ``"kl"``: on the misclassified set; ``"entropy_all"``: over every (valid) element (Pereyra et al.).
-REGULARISERS = ("entropy", "kl", "entropy_all")
+#: the ``kind`` of :func:`regulariser_sum_count`: the two MEEP regularisers on the misclassified set, and the
+#: confidence penalty's entropy over every (valid) element (Pereyra et al.)
+KINDS = (Regularizer.MEEP_KL, Regularizer.MEEP_ENTROPY, Regularizer.CONFIDENCE_PENALTY)
 
 # A fused implementation (e.g. monai_meep.kernels.meep_fused.fused_sum_count) may be registered here; called as
 # ``fn(logits, target, activation, ignore_index, kind)`` with the logits in their own dtype and the target with a
@@ -85,11 +84,14 @@ def use_fused_kernel(enabled: bool = True) -> bool:
     return _FUSED_SUM_COUNT is not None
 
 
-def check_activation(activation: str) -> str:
-    """``activation`` when it is one of :data:`ACTIVATIONS`, else a ``ValueError`` listing them."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-    return activation
+def check_activation(activation: Activation | str) -> Activation:
+    """``activation`` as an :class:`~monai_meep.enums.Activation` (``"softmax"`` / ``"sigmoid"``).
+
+    Raises:
+        TypeError: not a string.
+        ValueError: an unknown name (MONAI's ``look_up_option`` message, which lists the valid ones).
+    """
+    return look_up(activation, Activation, "activation")
 
 
 def check_shapes(logits: torch.Tensor, target: torch.Tensor | None, activation: str) -> torch.Tensor | None:
@@ -136,28 +138,6 @@ def _prepare(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`check_shapes` and :func:`upcast`: the reference path's inputs (also used by the kernel tests)."""
     return upcast(logits), check_shapes(logits, target, activation)
-
-
-def is_index_target(target: torch.Tensor) -> bool:
-    """Whether a target with a channel dim is an index map: one channel (for a one-channel sigmoid output, index
-    map and one-hot coincide)."""
-    return target.shape[1] == 1
-
-
-def valid_mask(target: torch.Tensor, n_ch: int, ignore_index: int | None) -> torch.Tensor | None:
-    """``(B, 1, *)`` bool, True where the voxel is scored, or None when nothing is ignored.
-
-    MONAI's convention (``monai.metrics.utils.create_ignore_mask``): an index map is compared with ``ignore_index``;
-    a one-hot target ignores voxels of channel ``ignore_index`` when it is a valid channel, and all-zero voxels when
-    it is a sentinel (``< 0`` or ``>= C``).
-    """
-    if ignore_index is None:
-        return None
-    if is_index_target(target):
-        return target != ignore_index
-    if 0 <= ignore_index < n_ch:
-        return target[:, ignore_index : ignore_index + 1] == 0
-    return (target != 0).any(dim=1, keepdim=True)
 
 
 def _validate_values(
@@ -221,15 +201,6 @@ def _bad_one_hot(target: torch.Tensor, activation: str, ignore_index: int | None
     return bad if valid is None else bad & valid
 
 
-def positive_labels(target: torch.Tensor, n_ch: int) -> torch.Tensor:
-    """Sigmoid targets as booleans, ``(B, 1 or C, *)``: where each (channel, voxel) element's label is positive."""
-    if is_index_target(target) and n_ch > 1:
-        # index map for a multi-channel sigmoid (MONAI's to_onehot_y=True, sigmoid=True): channel c = "label c"
-        classes = torch.arange(n_ch, device=target.device).view([1, n_ch] + [1] * (target.ndim - 2))
-        return target == classes
-    return target > 0.5 if target.is_floating_point() else target != 0
-
-
 def _errors_and_scored(
     logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -256,12 +227,12 @@ def _elementwise(logits: torch.Tensor, activation: str, kind: str) -> torch.Tens
     """Per-element regulariser: ``(B, 1, *)`` for softmax (per voxel), ``(B, C, *)`` for sigmoid (per channel)."""
     if activation == "softmax":
         logp = F.log_softmax(logits, dim=1)
-        if kind == "kl":
+        if kind == "meep_kl":
             n_ch = logits.shape[1]
             return -math.log(n_ch) - logp.mean(dim=1, keepdim=True)
         return -(logp.exp() * logp).sum(dim=1, keepdim=True)
     log_pos, log_neg = F.logsigmoid(logits), F.logsigmoid(-logits)
-    if kind == "kl":
+    if kind == "meep_kl":
         return -math.log(2.0) - 0.5 * (log_pos + log_neg)
     return -(log_pos.exp() * log_pos + log_neg.exp() * log_neg)
 
@@ -270,7 +241,7 @@ def _reference_sum_count(
     logits: torch.Tensor, target: torch.Tensor | None, activation: str, ignore_index: int | None, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     values = _elementwise(logits, activation, kind)
-    if kind == "entropy_all":
+    if kind == "confidence_penalty":
         valid = None if target is None else valid_mask(target, logits.shape[1], ignore_index)
         if valid is None:
             # torch.full is a device-side fill: no host-to-device copy, no sync
@@ -288,7 +259,7 @@ def regulariser_sum_count(
     target: torch.Tensor | None,
     activation: str = "softmax",
     ignore_index: int | None = None,
-    kind: str = "kl",
+    kind: str = "meep_kl",
     validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the per-element regulariser over the selected set and the size of that set.
@@ -299,10 +270,11 @@ def regulariser_sum_count(
     Args:
         logits: ``(B, C, *spatial)`` network output before the activation, any float dtype.
         target: index map ``(B, 1, *spatial)`` / ``(B, *spatial)`` or one-hot ``(B, C, *spatial)``; may be None only
-            for ``kind="entropy_all"``.
+            for ``kind="confidence_penalty"``.
         activation: ``"softmax"`` (C >= 2 exclusive classes) or ``"sigmoid"`` (per channel).
         ignore_index: label value never counted (MONAI convention for one-hot targets).
-        kind: ``"kl"``, ``"entropy"`` (on the misclassified set) or ``"entropy_all"`` (every valid element).
+        kind: a :class:`~monai_meep.enums.Regularizer`: ``"meep_kl"``, ``"meep_entropy"`` (on the misclassified
+            set) or ``"confidence_penalty"`` (every valid element).
         validate: run the data-dependent checks (finite logits, label range). They cost one host sync; turn them
             off for speed or under ``torch.compile(fullgraph=True)``.
 
@@ -315,9 +287,9 @@ def regulariser_sum_count(
         ValueError: on an unknown ``kind`` / ``activation``, mismatched shapes, a one-channel softmax, and (with
             ``validate``) non-finite logits or labels outside ``[0, C)`` other than ``ignore_index``.
     """
-    if kind not in REGULARISERS:
-        raise ValueError(f"kind must be one of {REGULARISERS}, got {kind!r}.")
-    if target is None and kind != "entropy_all":
+    kind = look_up(kind, Regularizer, "kind", KINDS)
+    activation = check_activation(activation)
+    if target is None and kind != "confidence_penalty":
         raise ValueError(f"kind={kind!r} needs a target to find the misclassified voxels.")
     target = check_shapes(logits, target, activation)
     if not logits.is_cuda and target is not None:
@@ -376,7 +348,7 @@ def meep_entropy(
         >>> round(float(meep_entropy(logits, target)), 4)  # log 3
         1.0986
     """
-    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "entropy", validate))
+    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "meep_entropy", validate))
 
 
 def meep_kl(
@@ -409,7 +381,7 @@ def meep_kl(
         >>> float(meep_kl(logits, torch.ones(1, 1, 1, 1, dtype=torch.long))) > 0
         True
     """
-    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "kl", validate))
+    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "meep_kl", validate))
 
 
 def mean_entropy(
@@ -443,7 +415,7 @@ def mean_entropy(
     """
     if ignore_index is not None and target is None:
         raise ValueError("mean_entropy: ignore_index needs a target.")
-    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "entropy_all", validate))
+    return _mean(*regulariser_sum_count(logits, target, activation, ignore_index, "confidence_penalty", validate))
 
 
 def scored_count(logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None) -> torch.Tensor:

@@ -15,12 +15,14 @@ import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
+from monai_meep.enums import Regularizer, look_up
 from monai_meep.losses.activation import infer_activation
 from monai_meep.losses.functional import check_shapes, regulariser_sum_count, scored_count
 
 __all__ = ["ConfidencePenaltyLoss", "MEEPLoss"]
 
-MEEP_REGULARIZERS = ("kl", "entropy")
+#: the regularisers MEEPLoss takes
+MEEP_REGULARIZERS = (Regularizer.MEEP_KL, Regularizer.MEEP_ENTROPY)
 
 # wrapped losses whose ignore_index is reused when none is given
 _IGNORE_SOURCES = ("dice", "generalized_dice", "focal", "cross_entropy")
@@ -70,8 +72,8 @@ def _check_batch(input: torch.Tensor) -> None:
 class MEEPLoss(_Loss):
     """Maximum Entropy on Erroneous Predictions (Larrazabal et al., MICCAI 2023) around a segmentation loss.
 
-    ``regularizer="kl"``: ``loss(input, target) + weight * KL_W`` (Eq. 2, minimise the divergence from uniform);
-    ``regularizer="entropy"``: ``loss(input, target) - weight * H_W`` (Eq. 1, maximise the entropy), both on the
+    ``regularizer="meep_kl"``: ``loss(input, target) + weight * KL_W`` (Eq. 2, minimise the divergence from uniform);
+    ``regularizer="meep_entropy"``: ``loss(input, target) - weight * H_W`` (Eq. 1, maximise the entropy), both on the
     misclassified voxels ``W`` only (see :mod:`monai_meep.losses.functional`).
 
     The wrapped loss receives ``input`` and ``target`` unchanged, so the target is whatever it takes: an index map
@@ -85,7 +87,7 @@ class MEEPLoss(_Loss):
 
     Args:
         loss: the segmentation loss, called as ``loss(input, target)`` on logits.
-        regularizer: ``"kl"`` or ``"entropy"``.
+        regularizer: ``"meep_kl"`` or ``"meep_entropy"``.
         weight: lambda >= 0 (paper: WMH CE 0.3, WMH Dice 1.0, LA CE 0.1, LA Dice 0.5).
         activation: ``"softmax"`` or ``"sigmoid"``; read from ``loss`` when None, by
             :func:`~monai_meep.losses.activation.infer_activation` (``DiceLoss.softmax`` / ``.sigmoid``,
@@ -98,12 +100,13 @@ class MEEPLoss(_Loss):
             speed or ``torch.compile(fullgraph=True)``.
 
     Raises:
+        TypeError: ``loss`` not callable, ``regularizer`` / ``activation`` not a string.
         ValueError: unknown ``regularizer``, negative ``weight``, an activation that cannot be read from ``loss``;
             at call time, see :func:`~monai_meep.losses.functional.regulariser_sum_count`.
 
     Example:
         >>> from monai.losses import DiceLoss
-        >>> loss = MEEPLoss(DiceLoss(to_onehot_y=True, softmax=True), regularizer="kl", weight=0.5)
+        >>> loss = MEEPLoss(DiceLoss(to_onehot_y=True, softmax=True), regularizer="meep_kl", weight=0.5)
         >>> logits = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
         >>> target = torch.randint(0, 3, (2, 1, 8, 8, 8))
         >>> loss(logits, target).backward()
@@ -114,7 +117,7 @@ class MEEPLoss(_Loss):
     def __init__(
         self,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        regularizer: str = "kl",
+        regularizer: Regularizer | str = Regularizer.MEEP_KL,
         weight: float = 1.0,
         activation: str | None = None,
         ignore_index: int | None = None,
@@ -122,11 +125,9 @@ class MEEPLoss(_Loss):
     ) -> None:
         super().__init__(reduction=getattr(loss, "reduction", "mean"))
         if not callable(loss):
-            raise ValueError(f"loss must be callable as loss(input, target), got {type(loss).__name__}.")
-        if regularizer not in MEEP_REGULARIZERS:
-            raise ValueError(f"regularizer must be one of {MEEP_REGULARIZERS}, got {regularizer!r}.")
+            raise TypeError(f"loss must be callable as loss(input, target), got {type(loss).__name__}.")
         self.loss = loss
-        self.regularizer = regularizer
+        self.regularizer = look_up(regularizer, Regularizer, "regularizer", MEEP_REGULARIZERS)
         self.weight = _check_weight(weight)
         self.activation = infer_activation(loss, activation)
         self.ignore_index = ignore_index if ignore_index is not None else _read_ignore_index(loss)
@@ -163,7 +164,7 @@ class MEEPLoss(_Loss):
         )
         reg = total / count.clamp(min=1).to(total.dtype)
         seg = self.loss(input, target)
-        out = seg + self.weight * reg if self.regularizer == "kl" else seg - self.weight * reg
+        out = seg + self.weight * reg if self.regularizer == "meep_kl" else seg - self.weight * reg
         self.last_seg_loss = seg.detach()
         self.last_regularizer = reg.detach()
         scored = scored_count(input, target, self.activation, self.ignore_index)
@@ -204,7 +205,7 @@ class ConfidencePenaltyLoss(_Loss):
     ) -> None:
         super().__init__(reduction=getattr(loss, "reduction", "mean"))
         if not callable(loss):
-            raise ValueError(f"loss must be callable as loss(input, target), got {type(loss).__name__}.")
+            raise TypeError(f"loss must be callable as loss(input, target), got {type(loss).__name__}.")
         self.loss = loss
         self.weight = _check_weight(weight)
         self.activation = infer_activation(loss, activation)
@@ -233,7 +234,7 @@ class ConfidencePenaltyLoss(_Loss):
         # the penalty reads no labels: the target's shape is checked, its values are the wrapped loss's business
         # (so ignored labels such as WMH label 2 pass), and every voxel is averaged
         check_shapes(input, target, self.activation)
-        total, count = regulariser_sum_count(input, None, self.activation, None, "entropy_all", self.validate)
+        total, count = regulariser_sum_count(input, None, self.activation, None, "confidence_penalty", self.validate)
         ent = total / count.clamp(min=1).to(total.dtype)
         seg = self.loss(input, target)
         self.last_seg_loss = seg.detach()

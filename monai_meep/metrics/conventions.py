@@ -298,7 +298,7 @@ def batch_region_mask(
     if region == Region.FOREGROUND:
         out = labels > 0
     else:
-        from .distance import _prepare_spacing  # MONAI's spacing forms, one row per image
+        from .distance import spacing_rows  # MONAI's spacing forms, one row per image
 
         if spacing is None:
             spacing = _metatensor_spacing(target, img_dim)
@@ -307,7 +307,7 @@ def batch_region_mask(
                     "region='boundary' needs the voxel spacing in mm (spacing=..., or a MetaTensor target with its "
                     "affine); pass spacing=1.0 to measure the band in voxels."
                 )
-        rows = _prepare_spacing(spacing, b, img_dim).tolist()
+        rows = spacing_rows(spacing, b, img_dim).tolist()
         masks = [region_mask(labels[i], region, tuple(rows[i]), band_mm, num_classes) for i in range(b)]
         out = np.stack(masks).astype(bool)
     return torch.from_numpy(out)[:, None].to(target.device)

@@ -35,13 +35,19 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
-from monai.metrics.utils import do_metric_reduction
+from monai.metrics.utils import do_metric_reduction, prepare_spacing
 from monai.utils import MetricReduction
 
 # the surface helpers are re-exported here, where they were first published
 from .surface import HAS_KDTREE, kdtree_distances, morton_keys, nearest_surface_distances, surface_voxels
 
-__all__ = ["hausdorff_distance", "surface_voxels", "nearest_surface_distances", "HausdorffDistanceMMMetric"]
+__all__ = [
+    "HausdorffDistanceMMMetric",
+    "hausdorff_distance",
+    "nearest_surface_distances",
+    "spacing_rows",
+    "surface_voxels",
+]
 
 SpacingLike = float | int | Sequence[float] | Sequence[Sequence[float]] | np.ndarray | torch.Tensor | None
 
@@ -57,38 +63,42 @@ def _percentile(dist: torch.Tensor, percentile: float | None) -> torch.Tensor:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def _prepare_spacing(spacing: SpacingLike, batch_size: int, img_dim: int) -> torch.Tensor:
-    """Normalise ``spacing`` to a float64 ``(B, D)`` CPU tensor, MONAI's ``prepare_spacing`` semantics."""
-    if spacing is None:
-        return torch.ones(batch_size, img_dim, dtype=torch.float64)
+def _plain_spacing(spacing: SpacingLike) -> Any:
+    """Tensors, arrays and numbers as (nested) lists of Python floats: the forms ``monai.metrics.utils.prepare_spacing``
+    type-checks (it refuses tensors, NumPy scalars other than float64, and ``(1, 1, 3.0)`` for mixing int and float).
+    Anything else is passed on for it to refuse."""
+    if isinstance(spacing, torch.Tensor):
+        spacing = spacing.detach().cpu().numpy()
+    if isinstance(spacing, (np.ndarray, np.generic)):
+        spacing = spacing.tolist()
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        return float(spacing)
+    if isinstance(spacing, Sequence) and not isinstance(spacing, str):
+        return [_plain_spacing(s) for s in spacing]
+    return spacing
+
+
+def spacing_rows(spacing: SpacingLike, batch_size: int, img_dim: int) -> torch.Tensor:
+    """``spacing`` as a float64 ``(B, D)`` CPU tensor, one row per image (``None``: 1 mm).
+
+    The forms and their reading are MONAI's (``monai.metrics.utils.prepare_spacing``: a number, one value per
+    spatial axis, or one such sequence per image); tensors and arrays are accepted as well, and every value must be
+    finite and positive.
+
+    Raises:
+        ValueError: a form ``prepare_spacing`` refuses (its message, with what to give), or a non-positive value.
+    """
     try:
-        arr = np.asarray(
-            spacing.detach().cpu().numpy() if isinstance(spacing, torch.Tensor) else spacing, dtype=np.float64
-        )
+        per_image = prepare_spacing(_plain_spacing(spacing), batch_size, img_dim)
+        rows = np.array([[1.0] * img_dim if s is None else np.broadcast_to(s, (img_dim,)) for s in per_image], float)
     except (TypeError, ValueError) as e:
         raise ValueError(
-            f"spacing must be a number, a sequence of {img_dim} numbers or one such sequence per image, got {spacing}."
+            f"bad spacing {spacing!r}: {str(e).strip()} Give a number, one value per spatial axis ({img_dim}), or one "
+            f"such sequence per image (per-image spacing, {batch_size} rows)."
         ) from e
-    if arr.ndim == 0:
-        out = np.full((batch_size, img_dim), float(arr))
-    elif arr.ndim == 1:
-        if arr.shape[0] != img_dim:
-            raise ValueError(
-                f"spacing as a flat sequence must have one value per spatial axis ({img_dim}), got {arr.shape[0]} "
-                f"values {arr.tolist()}; give one spacing per image as a sequence of sequences."
-            )
-        out = np.broadcast_to(arr, (batch_size, img_dim))
-    elif arr.ndim == 2:
-        if arr.shape[0] != batch_size or arr.shape[1] not in (1, img_dim):
-            raise ValueError(
-                f"per-image spacing must have shape ({batch_size}, {img_dim}) or ({batch_size}, 1), got {arr.shape}."
-            )
-        out = np.broadcast_to(arr, (batch_size, img_dim))
-    else:
-        raise ValueError(f"spacing must have at most 2 dimensions, got shape {arr.shape}.")
-    if not np.all(np.isfinite(out)) or np.any(out <= 0):
-        raise ValueError(f"spacing must be finite and positive, got {arr.tolist()}.")
-    return torch.tensor(np.array(out, dtype=np.float64))
+    if not np.all(np.isfinite(rows)) or np.any(rows <= 0):
+        raise ValueError(f"spacing must be finite and positive, got {spacing!r}.")
+    return torch.from_numpy(rows.reshape(batch_size, img_dim))
 
 
 def _as_plain(x: Any, name: str) -> torch.Tensor:
@@ -156,7 +166,7 @@ def hausdorff_distance(
             pred, target = pred[:, 1:], target[:, 1:]
     batch, n_class = pred.shape[:2]
     img_dim = pred.ndim - 2
-    spacings = _prepare_spacing(spacing, batch, img_dim).to(pred.device)
+    spacings = spacing_rows(spacing, batch, img_dim).to(pred.device)
     if target.device != pred.device:
         target = target.to(pred.device)
     masks = []
@@ -269,13 +279,10 @@ class HausdorffDistanceMMMetric(CumulativeIterationMetric):
         spacing = kwargs.pop("spacing", None)
         if y is None or not isinstance(y, (list, tuple)) or len(y) != len(y_pred):
             raise ValueError("y_pred and y must be lists of the same length of channel-first tensors.")
-        per_image: list[Any] = [spacing] * len(y_pred)
-        if spacing is not None and not isinstance(spacing, (int, float)):
-            arr = np.asarray(spacing.detach().cpu() if isinstance(spacing, torch.Tensor) else spacing, dtype=float)
-            if arr.ndim == 2:
-                if arr.shape[0] != len(y_pred):
-                    raise ValueError(f"per-image spacing has {arr.shape[0]} rows for {len(y_pred)} images.")
-                per_image = [row for row in arr]
+        # one row per item (MONAI's prepare_spacing reading); None stays None, so the metric's default applies
+        per_image = (
+            [None] * len(y_pred) if spacing is None else list(spacing_rows(spacing, len(y_pred), y_pred[0].ndim - 1))
+        )
         ret = [
             self._compute_tensor(p.detach().unsqueeze(0), t.detach().unsqueeze(0), spacing=s, **kwargs)
             for p, t, s in zip(y_pred, y, per_image, strict=True)

@@ -22,7 +22,7 @@ def test_paper_lambdas():
     assert paper_lambda("la", "dice", "confidence_penalty") == 0.2
     for (task, base), lam in PAPER_LAMBDA.items():
         loss = build_loss(base, "meep_kl", task=task)
-        assert isinstance(loss, MEEPLoss) and loss.weight == lam and loss.regularizer == "kl"
+        assert isinstance(loss, MEEPLoss) and loss.weight == lam and loss.regularizer == "meep_kl"
 
 
 def test_unknown_names_list_valid_ones():

@@ -134,7 +134,7 @@ def test_loss_is_the_json_component_graph(task):
 
     loss = _parser(task, regularizer="meep_kl").get_parsed_content("loss")
     ref = build_loss("dice", "meep_kl", task=task, ignore_index=2 if task == "wmh" else None)
-    assert isinstance(loss, MEEPLoss) and isinstance(loss.loss, DiceLoss) and loss.regularizer == "kl"
+    assert isinstance(loss, MEEPLoss) and isinstance(loss.loss, DiceLoss) and loss.regularizer == "meep_kl"
     assert loss.weight == ref.weight and loss.ignore_index == ref.ignore_index
     x, y = torch.randn(2, 2, 6, 6, 6), torch.randint(0, 2, (2, 1, 6, 6, 6))
     torch.testing.assert_close(loss(x, y), ref(x, y))  # the JSON graph is the factory's loss

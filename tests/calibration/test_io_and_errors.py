@@ -121,9 +121,9 @@ def test_errors(cls):
 def test_constructor_errors():
     with pytest.raises(ValueError, match="num_classes >= 2"):
         PlattScaling(1)
-    with pytest.raises(ValueError, match="activation must be"):
+    with pytest.raises(ValueError, match="activation: Unsupported option"):
         PlattScaling(2, activation="relu")
-    with pytest.raises(ValueError, match="input_type must be"):
+    with pytest.raises(ValueError, match="input_type: Unsupported option"):
         TemperatureScaling(2, input_type="scores")
     with pytest.raises(ValueError, match="sigmoid targets need"):
         PlattScaling(2, activation="sigmoid").update(torch.randn(1, 2, 4), torch.zeros(1, 1, 4))

@@ -63,7 +63,7 @@ def _assert_same(ref, got, value_tol=1e-6, grad_tol=1e-6):
 
 
 @pytest.mark.parametrize("spatial", SHAPES)
-@pytest.mark.parametrize("kind", ["kl", "entropy", "entropy_all"])
+@pytest.mark.parametrize("kind", ["meep_kl", "meep_entropy", "confidence_penalty"])
 @pytest.mark.parametrize("c", [2, 3])
 @pytest.mark.parametrize("target_kind", ["index", "index_float", "index_uint8", "onehot"])
 @pytest.mark.parametrize("ignore", [None, 1])
@@ -74,7 +74,7 @@ def test_softmax_matches_reference(spatial, kind, c, target_kind, ignore):
 
 
 @pytest.mark.parametrize("spatial", SHAPES)
-@pytest.mark.parametrize("kind", ["kl", "entropy", "entropy_all"])
+@pytest.mark.parametrize("kind", ["meep_kl", "meep_entropy", "confidence_penalty"])
 @pytest.mark.parametrize(("c", "target_kind"), [(1, "index"), (1, "index_float"), (3, "index"), (3, "multilabel")])
 @pytest.mark.parametrize("ignore", [None, 2])
 def test_sigmoid_matches_reference(spatial, kind, c, target_kind, ignore):
@@ -90,7 +90,10 @@ def test_sigmoid_matches_reference(spatial, kind, c, target_kind, ignore):
 def test_half_precision_logits(dtype, activation):
     c = 2 if activation == "softmax" else 1
     logits, target = _case(activation, c, (9, 8, 7), "index", seed=3, ignore=None, dtype=dtype)
-    ref, got = _run(logits, target, activation, None, "kl", False), _run(logits, target, activation, None, "kl", True)
+    ref, got = (
+        _run(logits, target, activation, None, "meep_kl", False),
+        _run(logits, target, activation, None, "meep_kl", True),
+    )
     assert got[2].dtype == dtype  # the gradient comes back in the logits' dtype, as autograd gives the reference's
     _assert_same(ref, got, grad_tol=1e-3)  # both gradients are rounded to the half-precision dtype
 
@@ -99,7 +102,7 @@ def test_extreme_logits_and_ties():
     # saturated logits (|d| up to 1e4), exact ties (argmax takes class 0) and a wide spread of moderate values
     z = torch.tensor([[[0.0, 1e4, -1e4, 50.0, -50.0, 3.0, -0.0, 1e-7], [0.0, -1e4, 1e4, -50.0, 50.0, 3.0, 0.0, -1e-7]]])
     for label in (torch.zeros(1, 1, 8, dtype=torch.long), torch.ones(1, 1, 8, dtype=torch.long)):
-        for kind in ("kl", "entropy", "entropy_all"):
+        for kind in ("meep_kl", "meep_entropy", "confidence_penalty"):
             ref, got = _run(z, label, "softmax", None, kind, False), _run(z, label, "softmax", None, kind, True)
             _assert_same(ref, got)
             assert torch.isfinite(got[2]).all()
@@ -108,7 +111,7 @@ def test_extreme_logits_and_ties():
 def test_empty_error_set_is_exact_zero():
     z = torch.randn(2, 3, 11, 13)
     y = z.argmax(dim=1, keepdim=True)  # every voxel correct
-    total, count, grad = _run(z, y, "softmax", None, "kl", True)
+    total, count, grad = _run(z, y, "softmax", None, "meep_kl", True)
     assert float(total) == 0.0 and int(count) == 0
     assert torch.count_nonzero(grad) == 0
 
@@ -118,9 +121,9 @@ def test_same_bytes_whatever_the_thread_count():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _run(logits, target, "softmax", None, "kl", True)
+        one = _run(logits, target, "softmax", None, "meep_kl", True)
         torch.set_num_threads(2)
-        two = _run(logits, target, "softmax", None, "kl", True)
+        two = _run(logits, target, "softmax", None, "meep_kl", True)
     finally:
         torch.set_num_threads(before)
     assert float(one[0]) == float(two[0]) and torch.equal(one[2], two[2])
@@ -132,22 +135,22 @@ def test_dispatch_and_reference_switch(monkeypatch):
     calls = []
     real = meep_cpu.cpu_sum_count
     monkeypatch.setattr(meep_cpu, "cpu_sum_count", lambda *a, **k: calls.append(1) or real(*a, **k))
-    fast = regulariser_sum_count(logits, target, kind="kl")
+    fast = regulariser_sum_count(logits, target, kind="meep_kl")
     assert calls == [1]
     monkeypatch.setenv("MONAI_MEEP_NUMBA", "0")
-    assert not meep_cpu.cpu_supports(logits, target, "kl")
-    slow = regulariser_sum_count(logits, target, kind="kl")
+    assert not meep_cpu.cpu_supports(logits, target, "meep_kl")
+    slow = regulariser_sum_count(logits, target, kind="meep_kl")
     assert calls == [1]
     assert int(fast[1]) == int(slow[1]) and math.isclose(float(fast[0]), float(slow[0]), rel_tol=1e-6)
     # float64 (gradcheck's dtype) always takes the reference
-    assert not meep_cpu.cpu_supports(logits.double(), target, "kl")
+    assert not meep_cpu.cpu_supports(logits.double(), target, "meep_kl")
 
 
 def test_meep_loss_uses_kernel_with_same_result(monkeypatch):
     from monai.losses import DiceLoss
 
     logits, target = _case("softmax", 2, (12, 10, 8), "index", seed=2, ignore=None)
-    loss = MEEPLoss(DiceLoss(softmax=True, to_onehot_y=True), regularizer="kl", weight=0.5)
+    loss = MEEPLoss(DiceLoss(softmax=True, to_onehot_y=True), regularizer="meep_kl", weight=0.5)
 
     def value_and_grad():
         z = logits.clone().requires_grad_(True)
@@ -167,22 +170,22 @@ def test_checks_raise_the_reference_messages():
     bad_z = logits.clone()
     bad_z[0, 1, 2, 3, 4] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
-        regulariser_sum_count(bad_z, target, kind="kl")
+        regulariser_sum_count(bad_z, target, kind="meep_kl")
     bad_y = target.clone()
     bad_y[1, 0, 0, 0, 0] = 7
     with pytest.raises(ValueError, match=r"integer labels in \[0, 2\)"):
-        regulariser_sum_count(logits, bad_y, kind="kl")
+        regulariser_sum_count(logits, bad_y, kind="meep_kl")
     half = target.float()
     half[0, 0, 1, 1, 1] = 0.5
     with pytest.raises(ValueError, match="integer labels"):
-        regulariser_sum_count(logits, half, kind="kl")
+        regulariser_sum_count(logits, half, kind="meep_kl")
     # an ignored label may be out of range (WMH label 2 beside two output channels)
     ignored = target.clone()
     ignored[0, 0, :2] = 2
-    total, count = regulariser_sum_count(logits, ignored, kind="kl", ignore_index=2)
+    total, count = regulariser_sum_count(logits, ignored, kind="meep_kl", ignore_index=2)
     assert torch.isfinite(total)
     # without the checks a non-finite logit gives NaN, as on the reference path
-    assert math.isnan(float(regulariser_sum_count(bad_z, target, kind="kl", validate=False)[0]))
+    assert math.isnan(float(regulariser_sum_count(bad_z, target, kind="meep_kl", validate=False)[0]))
 
 
 def test_polynomial_exp_and_log_accuracy():
@@ -200,7 +203,7 @@ def test_polynomial_exp_and_log_accuracy():
     assert np.max(np.abs(log - np.log(big.astype(np.float64)))) < 1e-5  # absolute: log up to 69
 
 
-@pytest.mark.parametrize("kind", ["kl", "entropy", "entropy_all"])
+@pytest.mark.parametrize("kind", ["meep_kl", "meep_entropy", "confidence_penalty"])
 @pytest.mark.parametrize("ignore", [None, -1])
 def test_one_channel_sigmoid_reads_soft_and_integer_labels_in_the_pass(kind, ignore, monkeypatch):
     """One sigmoid channel: the kernel reads the labels as they are (soft probabilities positive above 1/2, integer
@@ -235,8 +238,8 @@ def test_one_channel_sigmoid_bad_label_raises_the_reference_message(bad, dtype):
     target = torch.randint(0, 2, (2, 1, 6, 5, 4), generator=g).to(dtype)
     target[1, 0, 3, 2, 1] = bad
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        regulariser_sum_count(logits, target, "sigmoid", kind="kl")
+        regulariser_sum_count(logits, target, "sigmoid", kind="meep_kl")
     # the same label as ignore_index is left out, not refused (integer labels; NaN never equals itself)
     if dtype == torch.int64:
-        total, _ = regulariser_sum_count(logits, target, "sigmoid", ignore_index=bad, kind="kl")
+        total, _ = regulariser_sum_count(logits, target, "sigmoid", ignore_index=bad, kind="meep_kl")
         assert torch.isfinite(total)

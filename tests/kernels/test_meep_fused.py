@@ -53,7 +53,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["entropy", "kl", "entropy_all"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl", "confidence_penalty"])
 @pytest.mark.parametrize("activation,c,target_kind,ignore", CASES)
 def test_value_and_grad_match_reference_fp32(device, kind, activation, c, target_kind, ignore):
     spatial = SHAPES[(c + len(kind)) % 2]
@@ -72,7 +72,7 @@ def test_value_and_grad_match_reference_fp32(device, kind, activation, c, target
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
-    "activation,c,kind", [("softmax", 3, "kl"), ("sigmoid", 1, "entropy"), ("softmax", 2, "entropy")]
+    "activation,c,kind", [("softmax", 3, "meep_kl"), ("sigmoid", 1, "meep_entropy"), ("softmax", 2, "meep_entropy")]
 )
 def test_half_precision_inputs(device, dtype, activation, c, kind):
     """bf16 / fp16 logits: float32 maths inside, the gradient comes back in the logits' dtype."""
@@ -81,7 +81,7 @@ def test_half_precision_inputs(device, dtype, activation, c, kind):
     z_ref = logits.clone().requires_grad_(True)
     z = logits.to(device).requires_grad_(True)
     value = fused_meep_regularizer(z, target.to(device), kind, activation, ignore_index=2)
-    ref = (meep_kl if kind == "kl" else meep_entropy)(z_ref, target, activation, ignore_index=2)
+    ref = (meep_kl if kind == "meep_kl" else meep_entropy)(z_ref, target, activation, ignore_index=2)
     assert value.dtype == torch.float32
     # same float32 maths on the same (exactly upcast) inputs: only summation order differs
     torch.testing.assert_close(value.cpu(), ref.detach(), rtol=1e-5, atol=1e-6)
@@ -91,7 +91,7 @@ def test_half_precision_inputs(device, dtype, activation, c, kind):
     torch.testing.assert_close(z.grad.cpu().float(), z_ref.grad.float(), rtol=1e-2, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["entropy", "kl"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl"])
 @pytest.mark.parametrize("activation,c", [("softmax", 3), ("sigmoid", 2)])
 def test_gradcheck_float64(device, kind, activation, c):
     """Finite differences on the fused autograd Function itself (float64 maths in the kernel)."""
@@ -106,7 +106,7 @@ def test_gradcheck_float64(device, kind, activation, c):
 @pytest.mark.parametrize("activation,c", [("softmax", 3), ("sigmoid", 1), ("sigmoid", 2)])
 def test_float64_matches_reference_tightly(device, activation, c):
     logits, target = _case(activation, c, (7, 5, 3), "index", seed=5, ignore=None)
-    for kind in ("entropy", "kl"):
+    for kind in ("meep_entropy", "meep_kl"):
         total, count = fused_sum_count(logits.double().to(device), target.to(device), activation, None, kind)
         ref_total, ref_count = _reference(logits.double(), target, activation, None, kind)
         assert int(count) == int(ref_count)
@@ -123,7 +123,7 @@ def test_empty_error_set_is_exactly_zero(device, activation, c):
     else:
         target = torch.randint(0, 2, (2, 1, 7, 5, 3), generator=g)
         logits = torch.where(target == 1, 3.0, -3.0)
-    for kind in ("entropy", "kl"):
+    for kind in ("meep_entropy", "meep_kl"):
         z = logits.clone().to(device).requires_grad_(True)
         value = fused_meep_regularizer(z, target.to(device), kind, activation)
         value.backward()
@@ -132,7 +132,7 @@ def test_empty_error_set_is_exactly_zero(device, activation, c):
     # all wrong but all ignored
     z = (-logits).clone().to(device).requires_grad_(True)
     ignored = torch.full_like(target, 2)
-    value = fused_meep_regularizer(z, ignored.to(device), "kl", activation, ignore_index=2)
+    value = fused_meep_regularizer(z, ignored.to(device), "meep_kl", activation, ignore_index=2)
     value.backward()
     assert value.item() == 0.0 and not torch.isnan(z.grad).any() and z.grad.abs().max().item() == 0.0
 
@@ -142,7 +142,7 @@ def test_ties_follow_torch_argmax(device):
     logits = torch.zeros(1, 3, 5, 3)
     target = torch.zeros(1, 1, 5, 3, dtype=torch.long)
     target[0, 0, 0] = 2  # 3 voxels wrong
-    total, count = fused_sum_count(logits.to(device), target.to(device), "softmax", None, "entropy")
+    total, count = fused_sum_count(logits.to(device), target.to(device), "softmax", None, "meep_entropy")
     assert int(count) == 3
     torch.testing.assert_close(total.cpu(), torch.tensor(3 * torch.log(torch.tensor(3.0)).item()))
 
@@ -150,11 +150,11 @@ def test_ties_follow_torch_argmax(device):
 def test_bad_input_raises(device):
     z = torch.randn(2, 3, 4, 4, device=device)
     with pytest.raises(ValueError, match="does not match"):
-        fused_sum_count(z, torch.zeros(2, 1, 4, 5, dtype=torch.long, device=device), "softmax", None, "kl")
+        fused_sum_count(z, torch.zeros(2, 1, 4, 5, dtype=torch.long, device=device), "softmax", None, "meep_kl")
     with pytest.raises(ValueError, match="C >= 2"):
-        fused_sum_count(z[:, :1], torch.zeros(2, 1, 4, 4, dtype=torch.long, device=device), "softmax", None, "kl")
+        fused_sum_count(z[:, :1], torch.zeros(2, 1, 4, 4, dtype=torch.long, device=device), "softmax", None, "meep_kl")
     with pytest.raises(ValueError, match="kind"):
-        fused_meep_regularizer(z, torch.zeros(2, 1, 4, 4, dtype=torch.long, device=device), "entropy_all")
+        fused_meep_regularizer(z, torch.zeros(2, 1, 4, 4, dtype=torch.long, device=device), "confidence_penalty")
 
 
 def test_triton_available(monkeypatch):
@@ -166,7 +166,7 @@ def test_triton_available(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("kind", ["entropy", "kl"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl"])
 def test_la_shaped_on_gpu(dtype, kind):
     """LA-sized logits (2 x 2 x 144 x 144 x 80) compiled on the GPU vs the reference on the same device."""
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -1,5 +1,5 @@
-"""Float64 NumPy recomputation of the calibration-baseline losses, written from their papers' formulas (design
-section 8), with explicit loops over voxels, neighbours and bins -- not from the package."""
+"""Float64 NumPy recomputation of the calibration-baseline losses, written from their papers' formulas (as
+docs/baselines.md states them), with explicit loops over voxels, neighbours and bins -- not from the package."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Float64 NumPy recomputation of the MEEP regularisers, written from design section 2 (not from the package)."""
+"""Float64 NumPy recomputation of the MEEP regularisers, written from the paper's Eqs. 1-2 as docs/losses.md states
+them (not from the package)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def reference(
 ) -> tuple[float, float]:
     """(regulariser, fraction of scored elements in the set) in float64.
 
-    kind: "entropy" / "kl" on the misclassified set, "entropy_all" over every scored element.
+    kind: "meep_entropy" / "meep_kl" on the misclassified set, "confidence_penalty" over every scored element.
     """
     z = _np(logits)
     n_classes = z.shape[1]
@@ -46,8 +47,8 @@ def reference(
         shifted = z - z.max(axis=1, keepdims=True)
         logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         p = np.exp(logp)
-        values = -(p * logp).sum(axis=1) if kind != "kl" else -np.log(n_classes) - logp.mean(axis=1)
-        if kind == "entropy_all":
+        values = -(p * logp).sum(axis=1) if kind != "meep_kl" else -np.log(n_classes) - logp.mean(axis=1)
+        if kind == "confidence_penalty":
             selected = valid
         else:
             label = y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)
@@ -55,12 +56,12 @@ def reference(
     else:
         log_p = -np.logaddexp(0.0, -z)  # log sigmoid(z)
         log_q = -np.logaddexp(0.0, z)  # log (1 - sigmoid(z))
-        if kind == "kl":
+        if kind == "meep_kl":
             values = -np.log(2.0) - 0.5 * (log_p + log_q)
         else:
             values = -(np.exp(log_p) * log_p + np.exp(log_q) * log_q)
         valid_c = np.broadcast_to(valid[:, None], z.shape)
-        if kind == "entropy_all":
+        if kind == "confidence_penalty":
             selected = valid_c
         else:
             if y.shape[1] == 1 and n_classes > 1:

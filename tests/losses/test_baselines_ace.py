@@ -125,6 +125,6 @@ def test_dice_ce_ml1ace_ignores_labels_and_composes_with_meep():
     loss = DiceCEML1ACELoss(include_background=False, batch=True, ignore_index=2)
     value = loss(x, y)
     assert torch.isfinite(value)
-    wrapped = MEEPLoss(loss, regularizer="entropy", weight=0.3)
+    wrapped = MEEPLoss(loss, regularizer="meep_entropy", weight=0.3)
     assert wrapped.activation == "softmax" and wrapped.ignore_index == 2
     torch.testing.assert_close(wrapped(x, y), value - 0.3 * wrapped.parts["regularizer"])

@@ -113,7 +113,7 @@ def test_composes_with_meep(name):
     """MEEPLoss reads the softmax activation and the ignore_index the baseline declares."""
     build, _ = CASES[name]
     base = build(2, ignore_index=3)
-    wrapped = MEEPLoss(base, regularizer="kl", weight=0.5)
+    wrapped = MEEPLoss(base, regularizer="meep_kl", weight=0.5)
     assert wrapped.activation == "softmax" and wrapped.ignore_index == 3
     x, y = _data(2, True, seed=3)
     torch.testing.assert_close(wrapped(x, y), base(x, y) + 0.5 * wrapped.parts["regularizer"])

@@ -187,7 +187,7 @@ def test_inferred_activation(name):
 
 
 @pytest.mark.parametrize(("name", "form"), CASES)
-@pytest.mark.parametrize("regularizer", ["kl", "entropy"])
+@pytest.mark.parametrize("regularizer", ["meep_kl", "meep_entropy"])
 def test_weight_zero_equals_the_bare_loss(name, form, regularizer):
     factory, c, _, _, *_ = DECLARED[name]
     logits, target = _inputs(c, form, seed=len(name), spatial=_spatial(name))
@@ -205,8 +205,10 @@ def test_explicit_activation_wins():
     assert infer_activation(L.DiceLoss(softmax=True), "sigmoid") == "sigmoid"
     assert infer_activation(L.DiceLoss(), "softmax") == "softmax"
     assert MEEPLoss(L.DiceCELoss(), activation="sigmoid").activation == "sigmoid"
-    with pytest.raises(ValueError, match="activation must be one of"):
+    with pytest.raises(ValueError, match="activation: Unsupported option 'tanh'"):
         infer_activation(L.DiceLoss(softmax=True), "tanh")
+    with pytest.raises(TypeError, match="activation must be a str"):
+        infer_activation(L.DiceLoss(softmax=True), 1)
 
 
 def test_a_meep_loss_wrapped_again_keeps_its_activation():

@@ -44,7 +44,7 @@ def test_malformed_softmax_one_hot_refused(fn):
 
 def test_malformed_one_hot_refused_by_meep_loss_before_the_wrapped_loss():
     good, bad = _softmax_bad()
-    loss = MEEPLoss(DiceLoss(softmax=True), regularizer="kl", weight=0.5)
+    loss = MEEPLoss(DiceLoss(softmax=True), regularizer="meep_kl", weight=0.5)
     z = _logits().requires_grad_()
     assert torch.isfinite(loss(z, good))
     for t in bad.values():

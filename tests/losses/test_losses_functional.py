@@ -12,7 +12,7 @@ from monai.metrics.utils import create_ignore_mask
 from monai_meep.losses import mean_entropy, meep_entropy, meep_kl
 from monai_meep.losses.functional import regulariser_sum_count
 
-MEEP = {"entropy": meep_entropy, "kl": meep_kl}
+MEEP = {"meep_entropy": meep_entropy, "meep_kl": meep_kl}
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -67,7 +67,7 @@ def test_confident_wrong_sigmoid_analytic():
     assert meep_kl(logits, target, "sigmoid").item() == pytest.approx(kl, rel=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["entropy", "kl", "all"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl", "all"])
 def test_two_class_softmax_equals_sigmoid(kind):
     z = (torch.randn(3, 1, 5, 6, generator=_gen(1)) * 3).requires_grad_()
     target = torch.randint(0, 2, (3, 1, 5, 6), generator=_gen(2))
@@ -122,7 +122,7 @@ def _make(shape, activation, form, ignore_index, seed):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[1]}-{c[2]}-{len(c[0]) - 2}d-ii{c[3]}")
-@pytest.mark.parametrize("kind", ["entropy", "kl"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl"])
 def test_matches_float64_numpy(case, kind):
     shape, activation, form, ignore_index = case
     for seed in (0, 1):
@@ -142,7 +142,7 @@ def test_onehot_ignore_follows_monai_rule():
         logits, target = _make((2, 3, 6, 5), "softmax", "onehot", ii, 3)
         keep = create_ignore_mask(target, ii).bool()
         as_index = torch.where(keep, target.argmax(1, keepdim=True), 99)
-        for kind in ("entropy", "kl"):
+        for kind in ("meep_entropy", "meep_kl"):
             total, count = regulariser_sum_count(logits, target, "softmax", ii, kind)
             total_i, count_i = regulariser_sum_count(logits, as_index, "softmax", 99, kind)
             assert count.item() == count_i.item() > 0
@@ -152,16 +152,16 @@ def test_onehot_ignore_follows_monai_rule():
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 def test_mean_entropy_matches_numpy(activation):
     logits = torch.randn(2, 3, 5, 4, 3, generator=_gen(4)) * 3
-    expected, _ = reference(logits, None, activation, "entropy_all")
+    expected, _ = reference(logits, None, activation, "confidence_penalty")
     assert mean_entropy(logits, activation).item() == pytest.approx(expected, rel=2e-6)
     target = torch.randint(0, 3, (2, 1, 5, 4, 3), generator=_gen(5))
-    expected_ii, _ = reference(logits, target, activation, "entropy_all", ignore_index=2)
+    expected_ii, _ = reference(logits, target, activation, "confidence_penalty", ignore_index=2)
     assert mean_entropy(logits, activation, target, ignore_index=2).item() == pytest.approx(expected_ii, rel=2e-6)
 
 
 # ------------------------------------------------------------------------------------------------ gradients
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("kind", ["entropy", "kl"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl"])
 def test_gradcheck_float64(activation, kind):
     g = _gen(6)
     c = 3
@@ -180,7 +180,7 @@ def test_gradcheck_float64(activation, kind):
 
 
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("kind", ["entropy", "kl"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl"])
 def test_mask_carries_no_gradient(activation, kind):
     """The gradient is that of (1/|W|) sum_{i in W} h(z_i) with W a constant: zero outside W, no target gradient."""
     logits = (torch.randn(2, 3, 4, 5, generator=_gen(7), dtype=torch.float64) * 2).requires_grad_()
@@ -201,18 +201,18 @@ def test_mask_carries_no_gradient(activation, kind):
     z = logits.detach().clone().requires_grad_()
     if activation == "softmax":
         logp = torch.log_softmax(z, 1)
-        h = -(logp.exp() * logp).sum(1) if kind == "entropy" else -math.log(3) - logp.mean(1)
+        h = -(logp.exp() * logp).sum(1) if kind == "meep_entropy" else -math.log(3) - logp.mean(1)
         w = wrong[:, 0]
     else:
         lp, lq = torch.nn.functional.logsigmoid(z), torch.nn.functional.logsigmoid(-z)
-        h = -(lp.exp() * lp + lq.exp() * lq) if kind == "entropy" else -math.log(2) - 0.5 * (lp + lq)
+        h = -(lp.exp() * lp + lq.exp() * lq) if kind == "meep_entropy" else -math.log(2) - 0.5 * (lp + lq)
         w = wrong
     (h[w].sum() / w.sum()).backward()
     torch.testing.assert_close(logits.grad, z.grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("kind", ["entropy", "kl"])
+@pytest.mark.parametrize("kind", ["meep_entropy", "meep_kl"])
 def test_empty_error_set_is_exact_zero(activation, kind):
     target = torch.randint(0, 2, (2, 1, 4, 4, 4), generator=_gen(9))
     if activation == "softmax":

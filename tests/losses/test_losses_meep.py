@@ -12,6 +12,7 @@ from meep_reference import reference
 from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, GeneralizedDiceFocalLoss
 from torch import nn
 
+from monai_meep.enums import Regularizer
 from monai_meep.losses import ConfidencePenaltyLoss, MEEPLoss
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
@@ -57,7 +58,7 @@ def _make_target(name, c, form, seed):
 
 
 @pytest.mark.parametrize("name", list(WRAPPED))
-@pytest.mark.parametrize("regularizer", ["kl", "entropy"])
+@pytest.mark.parametrize("regularizer", ["meep_kl", "meep_entropy"])
 def test_weight_zero_is_the_wrapped_loss_exactly(name, regularizer):
     factory, c, form, activation = WRAPPED[name]
     logits, target = _make_target(name, c, form, seed=1)
@@ -74,7 +75,7 @@ def test_signs_and_parts(name):
     factory, c, form, activation = WRAPPED[name]
     logits, target = _make_target(name, c, form, seed=2)
     seg = factory()(logits, target)
-    for regularizer, sign in (("kl", 1.0), ("entropy", -1.0)):
+    for regularizer, sign in (("meep_kl", 1.0), ("meep_entropy", -1.0)):
         loss = MEEPLoss(factory(), regularizer=regularizer, weight=0.7)
         z = logits.clone().requires_grad_()
         out = loss(z, target)
@@ -113,7 +114,7 @@ def test_ignore_index_reused_from_wrapped_loss():
     assert MEEPLoss(DiceLoss(softmax=True, ignore_index=2), ignore_index=1).ignore_index == 1  # explicit wins
 
 
-@pytest.mark.parametrize("regularizer", ["kl", "entropy"])
+@pytest.mark.parametrize("regularizer", ["meep_kl", "meep_entropy"])
 def test_wmh_labels_with_monai_ignore_index(regularizer):
     """Labels 0 / 1 / 2, 2-channel softmax, DiceLoss(ignore_index=2) (MONAI 1.6): label-2 voxels are out of W and
     of the error fraction, and the whole loss sends them no gradient."""
@@ -136,7 +137,7 @@ def test_confidence_penalty():
     logits, target = _data(c=3, seed=5)
     dicece = DiceCELoss(to_onehot_y=True, softmax=True)
     loss = ConfidencePenaltyLoss(DiceCELoss(to_onehot_y=True, softmax=True))  # beta = 0.2 as in the paper
-    entropy, _ = reference(logits, target, "softmax", "entropy_all")
+    entropy, _ = reference(logits, target, "softmax", "confidence_penalty")
     assert loss.weight == 0.2
     assert loss(logits, target).item() == pytest.approx(dicece(logits, target).item() - 0.2 * entropy, rel=1e-6)
     assert loss.parts["regularizer"].item() == pytest.approx(entropy, rel=2e-6)
@@ -144,14 +145,14 @@ def test_confidence_penalty():
     # WMH labels: the penalty reads no labels, so label 2 passes and every voxel is averaged
     wmh = torch.randint(0, 3, (2, 1, 6, 5, 4), generator=_gen(7))
     wmh_dice = DiceLoss(to_onehot_y=True, softmax=True, ignore_index=2)
-    entropy_2, _ = reference(logits[:, :2], None, "softmax", "entropy_all")
+    entropy_2, _ = reference(logits[:, :2], None, "softmax", "confidence_penalty")
     expected_2 = wmh_dice(logits[:, :2], wmh).item() - 0.2 * entropy_2
     assert ConfidencePenaltyLoss(wmh_dice)(logits[:, :2], wmh).item() == pytest.approx(expected_2, rel=1e-6)
     with pytest.raises(ValueError, match="does not match"):
         ConfidencePenaltyLoss(wmh_dice)(logits[:, :2], wmh[..., :2])
     sig = ConfidencePenaltyLoss(nn.BCEWithLogitsLoss(), weight=0.5)
     binary = torch.randint(0, 2, (2, 1, 6, 5, 4), generator=_gen(6)).float()
-    entropy_b, _ = reference(logits[:, :1], None, "sigmoid", "entropy_all")
+    entropy_b, _ = reference(logits[:, :1], None, "sigmoid", "confidence_penalty")
     expected = nn.BCEWithLogitsLoss()(logits[:, :1], binary).item() - 0.5 * entropy_b
     assert sig(logits[:, :1], binary).item() == pytest.approx(expected, rel=1e-6)
 
@@ -166,8 +167,15 @@ def test_bad_arguments_and_inputs():
         MEEPLoss(dice, weight=float("nan"))
     with pytest.raises(ValueError, match="weight"):
         ConfidencePenaltyLoss(dice, weight=-1)
-    with pytest.raises(ValueError, match="callable"):
+    with pytest.raises(TypeError, match="callable"):
         MEEPLoss("dice", activation="softmax")
+    with pytest.raises(ValueError, match="regularizer.*'kl'"):
+        MEEPLoss(dice, regularizer="kl")  # the pre-0.x-rename spelling: one name, no alias (docs/losses.md)
+    with pytest.raises(ValueError, match="regularizer.*'none'"):
+        MEEPLoss(dice, regularizer="none")  # a Regularizer, but not one MEEPLoss applies
+    with pytest.raises(TypeError, match="regularizer must be a str"):
+        MEEPLoss(dice, regularizer=2)
+    assert MEEPLoss(dice, regularizer=Regularizer.MEEP_ENTROPY).regularizer == "meep_entropy"
     logits, target = _data(c=3, seed=7)
     loss = MEEPLoss(dice)
     with pytest.raises(ValueError, match=r"\(2, 1, 6, 5\).*\(2, 3, 6, 5, 4\)"):
@@ -186,13 +194,13 @@ def test_bad_arguments_and_inputs():
 
 def test_amp_bf16_logits():
     logits, target = _data(c=3, seed=8)
-    loss = MEEPLoss(DiceCELoss(to_onehot_y=True, softmax=True), regularizer="kl", weight=0.5)
+    loss = MEEPLoss(DiceCELoss(to_onehot_y=True, softmax=True), regularizer="meep_kl", weight=0.5)
     half = logits.bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = loss(half, target)
     out.backward()
     assert loss.last_regularizer.dtype == torch.float32
-    value, _ = reference(half, target, "softmax", "kl")
+    value, _ = reference(half, target, "softmax", "meep_kl")
     assert loss.last_regularizer.item() == pytest.approx(value, rel=2e-6)
     assert half.grad.dtype == torch.bfloat16 and torch.isfinite(half.grad.float()).all()
 
@@ -215,7 +223,7 @@ def test_docs_bundle_config_instantiates():
     config = json.loads(_docs_block("json")[0])
     parser = ConfigParser(config)
     loss = parser.get_parsed_content("loss")
-    assert isinstance(loss, MEEPLoss) and loss.regularizer == "kl" and loss.ignore_index == 2
+    assert isinstance(loss, MEEPLoss) and loss.regularizer == "meep_kl" and loss.ignore_index == 2
     logits, target = _data(c=2, seed=9)
     loss(logits, torch.randint(0, 3, target.shape, generator=_gen(10)))
     transform = parser.get_parsed_content("loss_parts")

@@ -26,15 +26,19 @@ def _batch(out_channels: int):
 
 
 SETUPS = {
-    "meep_kl_dice_softmax": (lambda: MEEPLoss(DiceLoss(to_onehot_y=True, softmax=True), "kl", 1.0), 2, "index"),
-    "meep_entropy_dicece": (lambda: MEEPLoss(DiceCELoss(to_onehot_y=True, softmax=True), "entropy", 0.3), 2, "index"),
-    "meep_kl_focal_sigmoid": (lambda: MEEPLoss(FocalLoss(gamma=2.0), "kl", 0.5), 1, "float"),
-    "meep_entropy_dicefocal": (
-        lambda: MEEPLoss(DiceFocalLoss(to_onehot_y=True, softmax=True), "entropy", 0.5),
+    "meep_kl_dice_softmax": (lambda: MEEPLoss(DiceLoss(to_onehot_y=True, softmax=True), "meep_kl", 1.0), 2, "index"),
+    "meep_entropy_dicece": (
+        lambda: MEEPLoss(DiceCELoss(to_onehot_y=True, softmax=True), "meep_entropy", 0.3),
         2,
         "index",
     ),
-    "meep_kl_torch_ce": (lambda: MEEPLoss(nn.CrossEntropyLoss(), "kl", 0.1), 2, "nochannel"),
+    "meep_kl_focal_sigmoid": (lambda: MEEPLoss(FocalLoss(gamma=2.0), "meep_kl", 0.5), 1, "float"),
+    "meep_entropy_dicefocal": (
+        lambda: MEEPLoss(DiceFocalLoss(to_onehot_y=True, softmax=True), "meep_entropy", 0.5),
+        2,
+        "index",
+    ),
+    "meep_kl_torch_ce": (lambda: MEEPLoss(nn.CrossEntropyLoss(), "meep_kl", 0.1), 2, "nochannel"),
     "confidence_penalty_dice": (lambda: ConfidencePenaltyLoss(DiceLoss(to_onehot_y=True, softmax=True)), 2, "index"),
 }
 

@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -90,18 +91,19 @@ MODELS: list[tuple[str, str, dict[str, Any]]] = [
 
 
 def summarise(values: dict[str, float], scale: float = 1.0) -> tuple[float, float, int]:
-    """Mean and population standard deviation (ddof 0, as MONAI's ``MetricsSaver`` summary) over subjects.
+    """Mean and sample standard deviation (``statistics.stdev``, ddof 1) over subjects.
 
-    Non-finite values (e.g. an infinite Hausdorff distance for an empty prediction, as in MONAI) propagate: the
-    mean is then inf / NaN and is reported as such, never dropped silently. Returns ``(mean, std, n)``.
+    ddof 1 as everywhere in the application: Table 1's mean (std) of 3 models (``table_format``) and the paper's
+    tables. One subject gives a NaN std. Non-finite values (e.g. an infinite Hausdorff distance for an empty
+    prediction, as in MONAI) propagate: the mean is then inf / NaN and is reported as such, never dropped silently.
+    Returns ``(mean, std, n)``.
     """
     v = [x * scale for x in values.values()]
     if not v:
         return math.nan, math.nan, 0
-    mean = sum(v) / len(v)
     if not all(math.isfinite(x) for x in v):
-        return mean, math.nan, len(v)
-    return mean, math.sqrt(sum((x - mean) ** 2 for x in v) / len(v)), len(v)
+        return sum(v) / len(v), math.nan, len(v)
+    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else math.nan, len(v)
 
 
 def format_table(rows: dict[str, dict[str, tuple[float, float, int]]], markdown: bool = True) -> str:

@@ -18,7 +18,8 @@ def test_summarise_matches_numpy_and_keeps_inf():
     v = {"a": 0.5, "b": 0.7, "c": 0.9}
     m, s, n = summarise(v, scale=10.0)
     x = np.array(list(v.values())) * 10.0
-    assert n == 3 and m == pytest.approx(x.mean()) and s == pytest.approx(x.std(ddof=0))
+    assert n == 3 and m == pytest.approx(x.mean()) and s == pytest.approx(x.std(ddof=1))
+    assert math.isnan(summarise({"a": 0.5})[1])  # one subject: no sample std
     m, s, n = summarise({"a": 1.0, "b": math.inf})
     assert math.isinf(m) and math.isnan(s)
     table = format_table({"A": {c[1]: (1.0, 0.5, 2) for c in COLUMNS}}, markdown=True)
@@ -45,9 +46,9 @@ def test_compare_quick_runs_end_to_end(tmp_path, monkeypatch, capsys):
             vals = np.array(list(raw[key].values())) * scale
             row = next(r for r in rows if r["model"] == model and r["metric"] == header)
             assert int(row["n"]) == len(vals) >= 1
-            if np.all(np.isfinite(vals)):
+            if np.all(np.isfinite(vals)) and len(vals) > 1:
                 assert float(row["mean"]) == pytest.approx(vals.mean(), rel=1e-9)
-                assert float(row["std"]) == pytest.approx(vals.std(ddof=0), rel=1e-9, abs=1e-12)
+                assert float(row["std"]) == pytest.approx(vals.std(ddof=1), rel=1e-9, abs=1e-12)
             if key in ("test_mean_dice", "test_brier", "test_brier_plus", "test_ece"):
                 assert np.all(np.isfinite(vals)), (model, key, vals)
     # the printed paired differences are MEEP minus Dice per subject, recomputed from the two evaluations

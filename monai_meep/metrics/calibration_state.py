@@ -86,7 +86,7 @@ class CalibrationState:
         >>> ece, brier = ExpectedCalibrationErrorMetric(state=state), BrierScoreMetric(state=state)
         >>> probs = torch.softmax(torch.randn(2, 2, 8, 8), 1)
         >>> hists = state.update(probs, torch.randint(0, 2, (2, 1, 8, 8)))  # validated and read once
-        >>> ece.accumulate(hists); brier.accumulate(hists)  # both score the same histograms
+        >>> rows = ece.accumulate(hists), brier.accumulate(hists)  # both score the same histograms
         >>> _ = ece.aggregate(), brier.aggregate()
     """
 

@@ -6,6 +6,7 @@ crash-safe checkpoints."""
 from __future__ import annotations
 
 from .calibration import BrierScore, ExpectedCalibrationError, NegativeLogLikelihood
+from .calibration_state import SharedCalibrationState
 from .checkpoint import SafeCheckpointSaver, SafeDiskSaver
 from .distance import HausdorffDistanceMM
 from .metrics_saver import PreciseMetricsSaver
@@ -20,4 +21,5 @@ __all__ = [
     "SafeDiskSaver",
     "PreciseMetricsSaver",
     "ReliabilityDiagramSaver",
+    "SharedCalibrationState",
 ]

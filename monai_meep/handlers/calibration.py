@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from monai.handlers import IgniteMetricHandler
 from monai.utils import IgniteInfo, MetricReduction, min_version, optional_import
 
@@ -22,6 +23,8 @@ from monai_meep.metrics.calibration_metric import (
     ExpectedCalibrationErrorMetric,
     NegativeLogLikelihoodMetric,
 )
+
+from .calibration_state import SharedCalibrationState
 
 reinit__is_reduced, _ = optional_import(
     "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced", as_type="decorator"
@@ -51,8 +54,32 @@ class _MaskedMetricHandler(IgniteMetricHandler, _WholeOutput):
     batch tensors) whole and handles them itself.
     """
 
-    def __init__(self, metric_fn: Any, output_transform: Callable, save_details: bool) -> None:
+    def __init__(
+        self,
+        metric_fn: Any,
+        output_transform: Callable,
+        save_details: bool,
+        state: SharedCalibrationState | None = None,
+    ) -> None:
+        if state is not None and not isinstance(state, SharedCalibrationState):
+            raise TypeError(f"state must be a SharedCalibrationState, got {type(state).__name__}.")
+        self.shared_state = state
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
+
+    def attach(self, engine: Any, name: str) -> None:  # type: ignore[override]
+        """MONAI's ``IgniteMetricHandler.attach``; a shared state is attached to the engine first."""
+        if self.shared_state is not None:
+            self.shared_state.attach(engine)
+        super().attach(engine, name)
+
+    @torch.no_grad()
+    def iteration_completed(self, engine: Any) -> None:
+        """Ignite's ``iteration_completed``; with a shared state, score the histograms the state built this iteration
+        (read once for all its handlers) instead of reading ``engine.state.output`` again."""
+        if self.shared_state is None:
+            super().iteration_completed(engine)
+            return
+        self.metric_fn.accumulate(self.shared_state.read(engine))
 
     @reinit__is_reduced
     def update(self, output: Sequence[Any]) -> None:
@@ -79,6 +106,10 @@ class ExpectedCalibrationError(_MaskedMetricHandler):
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)`` or ``(y_pred, y, mask)``; with MONAI's
             decollated dicts e.g. ``from_engine(["prob", "label"])``. ``y_pred`` must be probabilities.
         save_details: save the per-image table to ``engine.state.metric_details[name]`` (for ``MetricsSaver``).
+        state: a :class:`~monai_meep.handlers.SharedCalibrationState` shared with the evaluator's other calibration
+            handlers: the probabilities are then read once per iteration (by the state, with the state's
+            ``output_transform``, ``ignore_index`` and ``check_sum``; leave this handler's at their defaults).
+            ``None``: the handler reads ``output_transform`` itself and works alone.
 
     Example:
         >>> from monai.handlers import from_engine
@@ -101,6 +132,7 @@ class ExpectedCalibrationError(_MaskedMetricHandler):
         check_sum: bool = True,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
+        state: SharedCalibrationState | None = None,
     ) -> None:
         metric_fn = ExpectedCalibrationErrorMetric(
             num_bins=num_bins,
@@ -113,8 +145,9 @@ class ExpectedCalibrationError(_MaskedMetricHandler):
             pooled=pooled,
             ignore_index=ignore_index,
             check_sum=check_sum,
+            state=state,
         )
-        super().__init__(metric_fn, output_transform, save_details)
+        super().__init__(metric_fn, output_transform, save_details, state)
 
 
 class BrierScore(_MaskedMetricHandler):
@@ -123,7 +156,7 @@ class BrierScore(_MaskedMetricHandler):
     Args:
         include_background, stratum, pooled, reduction, ignore_index, check_sum: see
             :class:`~monai_meep.metrics.BrierScoreMetric`.
-        output_transform, save_details: see :class:`ExpectedCalibrationError`.
+        output_transform, save_details, state: see :class:`ExpectedCalibrationError`.
 
     Example:
         >>> from monai.handlers import from_engine
@@ -140,6 +173,7 @@ class BrierScore(_MaskedMetricHandler):
         check_sum: bool = True,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
+        state: SharedCalibrationState | None = None,
     ) -> None:
         metric_fn = BrierScoreMetric(
             include_background=include_background,
@@ -148,8 +182,9 @@ class BrierScore(_MaskedMetricHandler):
             pooled=pooled,
             ignore_index=ignore_index,
             check_sum=check_sum,
+            state=state,
         )
-        super().__init__(metric_fn, output_transform, save_details)
+        super().__init__(metric_fn, output_transform, save_details, state)
 
 
 class NegativeLogLikelihood(_MaskedMetricHandler):
@@ -157,7 +192,7 @@ class NegativeLogLikelihood(_MaskedMetricHandler):
 
     Args:
         pooled, reduction, ignore_index, check_sum: see :class:`~monai_meep.metrics.NegativeLogLikelihoodMetric`.
-        output_transform, save_details: see :class:`ExpectedCalibrationError`.
+        output_transform, save_details, state: see :class:`ExpectedCalibrationError`.
 
     Example:
         >>> from monai.handlers import from_engine
@@ -172,8 +207,9 @@ class NegativeLogLikelihood(_MaskedMetricHandler):
         check_sum: bool = True,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
+        state: SharedCalibrationState | None = None,
     ) -> None:
         metric_fn = NegativeLogLikelihoodMetric(
-            reduction=reduction, pooled=pooled, ignore_index=ignore_index, check_sum=check_sum
+            reduction=reduction, pooled=pooled, ignore_index=ignore_index, check_sum=check_sum, state=state
         )
-        super().__init__(metric_fn, output_transform, save_details)
+        super().__init__(metric_fn, output_transform, save_details, state)

@@ -16,13 +16,17 @@ import torch
 from monai.utils import IgniteInfo, OptionalImportError, min_version, optional_import
 
 from monai_meep.metrics import (
+    STATE_FILE,
     CalibrationHistogram,
     calibration_error_from_histogram,
     reliability_curve_from_histogram,
+    save_calibration_state,
 )
 from monai_meep.utils import atomic_open, check_int
 from monai_meep.visualize.histogram import plot_probability_histogram
 from monai_meep.visualize.reliability import plot_reliability_diagram, require_matplotlib, save_figure
+
+from .calibration_state import SharedCalibrationState
 
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -44,6 +48,9 @@ class ReliabilityDiagramSaver:
     - ``probability_histogram.png``: histogram of the predicted probabilities, log-scale counts (paper Fig. 2);
     - ``reliability.csv``: the bin table (``epoch, class, bin, lower, upper, count, confidence, frequency``, ...,
       and ``region`` when one is given);
+    - ``calibration_state.pt`` (``state_file``): the pooled histogram itself, exact (int64 counts, float64 sums), in
+      the versioned format of :func:`monai_meep.metrics.save_calibration_state`, so that seeds and folds are pooled
+      with ``CalibrationHistogram.merge`` rather than from the rounded CSV;
     - both figures to TensorBoard (``add_figure``, ``global_step`` = epoch) when ``summary_writer`` is given: pass
       the same ``SummaryWriter`` as to MONAI's ``TensorBoardStatsHandler(summary_writer=...)`` for one event file
       (nothing is looked up on the engine).
@@ -74,6 +81,12 @@ class ReliabilityDiagramSaver:
             ``"Reliability: <title> (epoch N)"`` (default: the epoch only).
         region: the image region the bins cover, e.g. ``"whole volume"`` or ``"heart-centred crop 144x144x80
             voxels"``, written as a ``region`` column of ``reliability.csv`` (``None``: no column).
+        state: a :class:`~monai_meep.handlers.SharedCalibrationState` shared with the evaluator's calibration metric
+            handlers: the saver then draws the state's pooled histogram (one read of the probabilities per
+            iteration for all of them) and ``prob_key`` / ``label_key`` / ``mask_key`` / ``output_transform`` /
+            ``ignore_index`` / ``num_sub_bins`` are the state's (leave them at their defaults). ``None``: the saver
+            accumulates its own histogram.
+        state_file: file name (in ``output_dir``) of the pooled state; ``None``: not written.
 
     Raises:
         OptionalImportError: when matplotlib or pandas is not installed.
@@ -105,6 +118,8 @@ class ReliabilityDiagramSaver:
         dpi: int = 100,
         title: str | None = None,
         region: str | None = None,
+        state: SharedCalibrationState | None = None,
+        state_file: str | None = STATE_FILE,
     ) -> None:
         require_matplotlib("ReliabilityDiagramSaver")
         if not _has_pandas:
@@ -116,6 +131,17 @@ class ReliabilityDiagramSaver:
         if bad or not self.classes:
             raise ValueError(f"classes {list(self.classes)} must be non-empty and lie in [0, {int(num_classes) - 1}].")
         num_bins, ece_bins = check_int(num_bins, "num_bins", 1), check_int(ece_bins, "ece_bins", 1)
+        if state is not None:
+            if not isinstance(state, SharedCalibrationState):
+                raise TypeError(f"state must be a SharedCalibrationState, got {type(state).__name__}.")
+            if output_transform is not None or mask_key is not None or ignore_index is not None or num_sub_bins:
+                raise ValueError(
+                    "ReliabilityDiagramSaver reads a shared state: output_transform / mask_key / ignore_index / "
+                    "num_sub_bins are the state's (set them there)."
+                )
+            if state.num_classes is not None and state.num_classes != int(num_classes):
+                raise ValueError(f"num_classes={num_classes} but the shared state has {state.num_classes}.")
+            num_sub_bins = state.num_sub_bins
         # sub-bins: a common multiple of both bin counts, at the histogram's resolution or finer
         sub = num_sub_bins or _lcm_multiple(int(num_bins), int(ece_bins), 6000)
         if sub % num_bins or sub % ece_bins:
@@ -134,19 +160,28 @@ class ReliabilityDiagramSaver:
         self.tag, self.dpi = tag, dpi
         self.title = None if title in (None, "") else str(title)
         self.region = None if region in (None, "") else str(region)
-        self.histogram = CalibrationHistogram(int(num_classes), num_sub_bins=sub)
+        self.shared_state = state
+        self.state_file = None if state_file in (None, "") else os.fspath(state_file)
+        self.num_classes = int(num_classes)
+        # the saver's own accumulator (None with a shared state, whose pooled histogram it draws)
+        self.histogram = CalibrationHistogram(int(num_classes), num_sub_bins=sub) if state is None else None
+        self.last_histogram: CalibrationHistogram | None = None  # the pooled histogram of the last completed epoch
         self.last_curve: Any = None  # the ReliabilityCurve of the last completed epoch (all classes)
         self.last_ece: dict[str, float] = {}
 
     def attach(self, engine: Engine) -> None:
-        """Reset at ``EPOCH_STARTED``, accumulate at ``ITERATION_COMPLETED``, write at ``EPOCH_COMPLETED``."""
+        """Reset at ``EPOCH_STARTED``, accumulate at ``ITERATION_COMPLETED``, write at ``EPOCH_COMPLETED`` (a shared
+        state is attached to ``engine`` and resets itself)."""
+        if self.shared_state is not None:
+            self.shared_state.attach(engine)
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
 
     def reset(self, engine: Engine | None = None) -> None:
-        """Clear the accumulated histogram."""
-        self.histogram.reset()
+        """Clear the accumulated histogram (a shared state is reset by its own ``EPOCH_STARTED`` handler)."""
+        if self.histogram is not None:
+            self.histogram.reset()
 
     # ------------------------------------------------------------------------------------------- accumulating
     def _extract(self, output: Any) -> tuple[Any, Any, Any]:
@@ -176,7 +211,11 @@ class ReliabilityDiagramSaver:
         return probs, labels, masks
 
     def update(self, engine: Engine) -> None:
-        """Add the current iteration's ``(prob, label[, mask])`` to the histogram."""
+        """Add the current iteration's ``(prob, label[, mask])`` to the histogram (with a shared state: make sure the
+        state has read this iteration, once for all its handlers)."""
+        if self.shared_state is not None:
+            self.shared_state.read(engine)
+            return
         prob, label, mask = self._extract(engine.state.output)
         if isinstance(prob, torch.Tensor):  # a batch (B, C, *spatial)
             self.histogram.update(prob, label, mask=mask, ignore_index=self.ignore_index)
@@ -193,9 +232,11 @@ class ReliabilityDiagramSaver:
                 ignore_index=self.ignore_index,
             )
 
+    def _ignore_index(self) -> int | None:
+        return self.ignore_index if self.shared_state is None else self.shared_state.ignore_index
+
     # ----------------------------------------------------------------------------------------------- writing
-    def _curves(self) -> tuple[dict[str, Any], dict[str, float], Any]:
-        h = self.histogram
+    def _curves(self, h: CalibrationHistogram) -> tuple[dict[str, Any], dict[str, float], Any]:
         if self.mode == "top_label":
             curve = reliability_curve_from_histogram(h, self.num_bins, mode="top_label")
             ece = float(calibration_error_from_histogram(h, self.ece_bins, mode="top_label"))
@@ -203,34 +244,43 @@ class ReliabilityDiagramSaver:
         curve = reliability_curve_from_histogram(h, self.num_bins, include_background=True)
         eces = calibration_error_from_histogram(h, self.ece_bins, include_background=True)
         names = self._names()
-        curves = {names[c]: _RowOf(curve, c) for c in self.classes}
+        curves = {names[c]: curve.row(c) for c in self.classes}
         return curves, {names[c]: float(eces[c]) for c in self.classes}, curve
 
     def _names(self) -> dict[int, str]:
         """Panel titles: "foreground" for the usual binary task, else "class c"."""
-        if self.histogram.num_classes == 2 and self.classes == [1]:
+        if self.num_classes == 2 and self.classes == [1]:
             return {1: "foreground"}
         return {c: f"class {c}" for c in self.classes}
 
     def write(self, engine: Engine) -> None:
-        """All-reduce the histogram across ranks, then (rank 0 only) write the figures, CSV and TensorBoard."""
-        self.histogram.all_reduce()
+        """All-reduce the histogram across ranks, then (rank 0 only) write the figures, CSV, state and TensorBoard."""
+        if self.shared_state is None:
+            self.histogram.all_reduce()
+            pooled = self.histogram
+        else:
+            pooled = self.shared_state.pooled_histogram()  # a reduced copy, read by the metrics too
+            if pooled.num_classes != self.num_classes:
+                raise ValueError(
+                    f"the shared state saw {pooled.num_classes} classes, this saver expects {self.num_classes}."
+                )
+        self.last_histogram = pooled
         if idist.get_rank() != 0:
             return
-        if int(self.histogram.num_voxels) == 0:
+        if int(pooled.num_voxels) == 0:
             warnings.warn("ReliabilityDiagramSaver: no voxel was accumulated this epoch; nothing written.")
             return
         epoch = int(engine.state.epoch)
         with warnings.catch_warnings():  # an empty class row gives NaN with a warning from the metrics; shown as NaN
             warnings.simplefilter("ignore")
-            curves, eces, full = self._curves()
+            curves, eces, full = self._curves(pooled)
         self.last_curve, self.last_ece = full, eces
         os.makedirs(self.output_dir, exist_ok=True)
         what = f": {self.title}" if self.title else ""
         rel = plot_reliability_diagram(curves, ece=eces, title=f"Reliability{what} (epoch {epoch})")
-        hist = plot_probability_histogram(curves, title=f"Predicted probabilities{what} (epoch {epoch})")
+        hist_fig = plot_probability_histogram(curves, title=f"Predicted probabilities{what} (epoch {epoch})")
         save_figure(rel, os.path.join(self.output_dir, "reliability.png"), dpi=self.dpi)
-        save_figure(hist, os.path.join(self.output_dir, "probability_histogram.png"), dpi=self.dpi)
+        save_figure(hist_fig, os.path.join(self.output_dir, "probability_histogram.png"), dpi=self.dpi)
         records = [r for r in full.to_records() if self.mode == "top_label" or r["class"] in self.classes]
         frame = pd.DataFrame.from_records(records)
         frame.insert(0, "epoch", epoch)
@@ -241,19 +291,14 @@ class ReliabilityDiagramSaver:
             frame["region"] = self.region
         with atomic_open(os.path.join(self.output_dir, "reliability.csv"), newline="") as f:
             frame.to_csv(f, index=False)
+        if self.state_file is not None:
+            meta = {"epoch": epoch, "mode": self.mode, "classes": list(self.classes),
+                    "ignore_index": self._ignore_index(), "region": self.region, "title": self.title}  # fmt: skip
+            save_calibration_state(os.path.join(self.output_dir, self.state_file), pooled, meta)
         writer = self.summary_writer
         if writer is not None:
             writer.add_figure(f"{self.tag}/reliability_diagram", rel, global_step=epoch)
-            writer.add_figure(f"{self.tag}/probability_histogram", hist, global_step=epoch)
-
-
-class _RowOf:
-    """One class row of a marginal ``ReliabilityCurve``, with the field names :func:`as_reliability_data` reads."""
-
-    def __init__(self, curve: Any, cls: int) -> None:
-        r = curve.classes.index(cls)
-        self.confidence, self.frequency, self.counts = curve.confidence[r], curve.frequency[r], curve.counts[r]
-        self.bin_lower, self.bin_upper = curve.bin_lower[r], curve.bin_upper[r]
+            writer.add_figure(f"{self.tag}/probability_histogram", hist_fig, global_step=epoch)
 
 
 def _lcm_multiple(a: int, b: int, at_least: int) -> int:

@@ -16,6 +16,12 @@ from .calibration import (
     reliability_curve_from_histogram,
 )
 from .calibration_metric import BrierScoreMetric, ExpectedCalibrationErrorMetric, NegativeLogLikelihoodMetric
+from .calibration_state import (
+    STATE_FILE,
+    CalibrationState,
+    load_calibration_state,
+    save_calibration_state,
+)
 from .convention_metrics import CalibrationErrors, calibration_errors
 from .conventions import (
     PRESETS,
@@ -37,6 +43,10 @@ __all__ = [
     "ExpectedCalibrationErrorMetric",
     "NegativeLogLikelihoodMetric",
     "CalibrationHistogram",
+    "CalibrationState",
+    "STATE_FILE",
+    "load_calibration_state",
+    "save_calibration_state",
     "ReliabilityCurve",
     "brier_score",
     "brier_score_from_histogram",

@@ -289,6 +289,17 @@ class ReliabilityCurve:
         n = self.counts.sum(1).double()
         return torch.nansum(self.counts.double() * self.gap.abs(), 1) / n
 
+    def row(self, cls: int) -> ReliabilityCurve:
+        """The one-row curve of class ``cls`` (marginal mode), e.g. one panel of a diagram."""
+        if self.classes is None or cls not in self.classes:
+            raise ValueError(f"class {cls} is not a row of this curve (rows: {self.classes}).")
+        r = self.classes.index(cls)
+        sl = slice(r, r + 1)
+        return ReliabilityCurve(
+            self.confidence[sl], self.frequency[sl], self.counts[sl], self.bin_lower[sl], self.bin_upper[sl], [cls],
+            self.mode, self.binning,
+        )  # fmt: skip
+
     def to_records(self) -> list[dict]:
         """One dict per (row, bin) with keys ``class, bin, lower, upper, count, confidence, frequency`` (for CSV)."""
         rows = []

@@ -15,11 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import MetricReduction, look_up_option
-
-from monai_meep.dist import all_reduce_, is_distributed
 
 from .calibration import (
     CALIBRATION_NORMS,
@@ -27,6 +24,7 @@ from .calibration import (
     calibration_error_from_histogram,
     negative_log_likelihood_from_histogram,
 )
+from .calibration_state import CalibrationState
 from .conventions import (
     CalibrationConvention,
     CalibrationMode,
@@ -72,19 +70,14 @@ def reduce_metric_table(data: torch.Tensor, reduction: MetricReduction | str) ->
     return f.sum(1), not_nans.sum(1)  # SUM_CHANNEL
 
 
-def _class_count_range(mine: int) -> tuple[int, int]:
-    """``(smallest, largest)`` class count over the ranks that have data (``-1, -1`` when none has): one collective."""
-    none = -(1 << 40)  # a rank without data must not win the max of -count
-    t = torch.tensor([mine, -mine if mine >= 0 else none], dtype=torch.int64)
-    all_reduce_(t, op=dist.ReduceOp.MAX)
-    hi, neg_lo = int(t[0]), int(t[1])
-    return (-1, -1) if hi < 0 else (-neg_lo, hi)
-
-
 class _HistogramMetric(CumulativeIterationMetric):
-    """Shared machinery: per-image histograms -> ``(B, K)`` rows, plus one pooled histogram.
+    """Shared machinery: per-image histograms (of a :class:`~.calibration_state.CalibrationState`) -> ``(B, K)``
+    rows, plus the state's pooled histogram.
 
-    Subclasses implement :meth:`_score` (histogram -> float64 ``(K,)``).
+    A metric built without ``state`` owns a private state and updates it on every call (it works alone). A metric
+    given a shared ``state`` never updates it: the state's owner does (once per batch for all its metrics, see
+    :class:`monai_meep.handlers.SharedCalibrationState`) and the metric scores the state's histograms in
+    :meth:`accumulate`. Subclasses implement :meth:`_score` (histogram -> float64 ``(K,)``).
     """
 
     def __init__(
@@ -98,33 +91,65 @@ class _HistogramMetric(CumulativeIterationMetric):
         check_sum: bool,
         num_classes: int | None,
         metric_reduction: MetricReduction | str | None,
+        state: CalibrationState | None = None,
     ) -> None:
         super().__init__()
         self.include_background = include_background
         self.reduction = reduction if metric_reduction is None else metric_reduction
         self.get_not_nans = get_not_nans
         self.pooled = pooled
-        self.num_sub_bins = int(num_sub_bins)
-        self.ignore_index = ignore_index
-        self.check_sum = check_sum
-        self.num_classes = num_classes
-        self.histogram: CalibrationHistogram | None = None
+        if state is None:
+            self.shared = False
+            state = CalibrationState(num_classes, num_sub_bins, ignore_index, check_sum, owner=type(self).__name__)
+        else:
+            if not isinstance(state, CalibrationState):
+                raise TypeError(f"state must be a CalibrationState, got {type(state).__name__}.")
+            if ignore_index is not None or not check_sum:
+                raise ValueError(
+                    f"{type(self).__name__} reads a shared CalibrationState: set ignore_index / check_sum on the state."
+                )
+            if num_classes is not None and state.num_classes is not None and num_classes != state.num_classes:
+                raise ValueError(f"num_classes={num_classes} but the shared state has {state.num_classes}.")
+            self.shared = True
+        self.state = state
+        self.num_sub_bins = state.num_sub_bins
+        self.ignore_index = state.ignore_index
+        self.check_sum = state.check_sum
+        self.num_classes = num_classes if num_classes is not None else state.num_classes
         self.reset()
 
+    @property
+    def histogram(self) -> CalibrationHistogram | None:
+        """The state's pooled histogram on this rank (``None`` before any data)."""
+        return self.state.histogram
+
     def reset(self) -> None:
-        """Clear the per-image buffers and the pooled histogram."""
+        """Clear the per-image buffers, and the pooled histogram of a private state (a shared state is reset by its
+        owner, once for all its metrics)."""
         super().reset()
         # Cumulative.__init__ calls reset() before our attributes exist
-        if getattr(self, "num_classes", None) is not None:
-            self.histogram = self._new_histogram(self.num_classes)
-        else:
-            self.histogram = None
-
-    def _new_histogram(self, num_classes: int) -> CalibrationHistogram:
-        return CalibrationHistogram(num_classes, num_sub_bins=self.num_sub_bins, check_sum=self.check_sum)
+        if getattr(self, "state", None) is not None and not self.shared:
+            self.state.reset()
 
     def _score(self, hist: CalibrationHistogram) -> torch.Tensor:
         raise NotImplementedError
+
+    def score(self, hists: Sequence[CalibrationHistogram], num_classes: int | None = None) -> torch.Tensor:
+        """The float64 ``(B, K)`` table of per-image histograms (``(0, K)`` for none)."""
+        if hists:
+            return torch.stack([self._score(h).reshape(-1) for h in hists])
+        with warnings.catch_warnings():  # K from scoring an empty histogram, whose NaN warning means nothing here
+            warnings.simplefilter("ignore")
+            c = num_classes or (self.state.histogram.num_classes if self.state.histogram is not None else 2)
+            k = self._score(self.state.new_histogram(c)).numel()
+        return torch.empty((0, k), dtype=torch.float64)
+
+    def accumulate(self, hists: Sequence[CalibrationHistogram] | None = None) -> torch.Tensor:
+        """Score histograms of the shared state (default: its latest batch, :attr:`CalibrationState.images`) and add
+        the rows to this metric's buffer. Returns the rows."""
+        rows = self.score(self.state.images if hists is None else hists)
+        self.extend(rows)
+        return rows
 
     def _compute_tensor(  # type: ignore[override]
         self, y_pred: torch.Tensor, y: torch.Tensor | None = None, mask: torch.Tensor | None = None, **kwargs: Any
@@ -136,33 +161,17 @@ class _HistogramMetric(CumulativeIterationMetric):
             y: ``(B, 1, *spatial)`` class indices or ``(B, C, *spatial)`` one-hot.
             mask: optional boolean ``(B, 1, *spatial)``.
         """
-        if y is None:
-            raise ValueError(f"{type(self).__name__} needs a ground truth `y`.")
-        if not isinstance(y_pred, torch.Tensor) or y_pred.ndim < 2:
-            raise ValueError(f"y_pred must be a tensor (B, C, *spatial), got {getattr(y_pred, 'shape', y_pred)}.")
-        num_classes = max(2, int(y_pred.shape[1]))
-        if self.num_classes is not None and num_classes != self.num_classes:
-            raise ValueError(f"y_pred has {y_pred.shape[1]} channels, this metric was built for {self.num_classes}.")
-        if self.histogram is not None and self.histogram.num_classes != num_classes:
-            raise ValueError(
-                f"y_pred has {y_pred.shape[1]} channels but earlier batches had {self.histogram.num_classes} classes."
+        self._refuse_shared()
+        hists = self.state.update(y_pred, y, mask)
+        out = self.score(hists, max(2, int(y_pred.shape[1])))
+        return out.to(y_pred.device) if not hists else out
+
+    def _refuse_shared(self) -> None:
+        if self.shared:
+            raise RuntimeError(
+                f"{type(self).__name__} reads a shared CalibrationState: update the state (once per batch) and call "
+                "accumulate() instead of calling the metric."
             )
-        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape[0] != y_pred.shape[0]):
-            raise ValueError(f"mask must be a (B, 1, *spatial) tensor, got {getattr(mask, 'shape', type(mask))}.")
-        if y_pred.shape[0] == 0:
-            return self._empty_rows(y_pred, y, num_classes)
-        # every image is validated and scored before anything is merged, so a bad batch leaves no partial state
-        hists = []
-        for b in range(y_pred.shape[0]):
-            h = self._new_histogram(num_classes)
-            m = None if mask is None else mask[b : b + 1]
-            hists.append(h.update(y_pred[b : b + 1], y[b : b + 1], mask=m, ignore_index=self.ignore_index))
-        rows = torch.stack([self._score(h).reshape(-1) for h in hists])
-        if self.histogram is None:
-            self.histogram = self._new_histogram(num_classes)
-        for h in hists:
-            self.histogram.merge(h)
-        return rows
 
     def extend(self, *data: Any) -> None:
         """MONAI's ``Cumulative.extend``, skipping an empty ``(0, K)`` table (MONAI's splits it into one bad row)."""
@@ -170,54 +179,20 @@ class _HistogramMetric(CumulativeIterationMetric):
             return
         super().extend(*data)
 
-    def _empty_rows(self, y_pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-        """A batch of size 0 scores no image: a ``(0, K)`` table, as MONAI's metrics return for an empty batch (the
-        pooled histogram stays as it was). ``y`` must be empty too."""
-        if not isinstance(y, torch.Tensor) or y.ndim != y_pred.ndim or y.shape[0] != 0:
-            raise ValueError(
-                f"y_pred has batch size 0 but y has shape {tuple(getattr(y, 'shape', ()))}; expected an "
-                f"empty batch of the same layout."
-            )
-        with warnings.catch_warnings():  # K from scoring an empty histogram, whose NaN warning means nothing here
-            warnings.simplefilter("ignore")
-            k = self._score(self._new_histogram(num_classes)).numel()
-        if self.histogram is None:
-            self.histogram = self._new_histogram(num_classes)
-        return torch.empty((0, k), dtype=torch.float64, device=y_pred.device)
-
     def _compute_list(  # type: ignore[override]
         self, y_pred: Sequence[torch.Tensor], y: Sequence[torch.Tensor] | None = None, mask: Any = None, **kwargs: Any
     ) -> torch.Tensor:
         """Decollated (channel-first) lists; ``mask`` may be a list of ``(1, *spatial)`` tensors or a batch tensor."""
+        self._refuse_shared()
         if y is None or len(y) != len(y_pred):
             raise ValueError(f"y_pred and y must be lists of the same length, got {len(y_pred)} and {len(y or [])}.")
-        if mask is not None and len(mask) != len(y_pred):
-            raise ValueError(f"mask must have one entry per image ({len(y_pred)}), got {len(mask)}.")
-        out = []
-        for i, (p, t) in enumerate(zip(y_pred, y, strict=True)):
-            m = None if mask is None else torch.as_tensor(mask[i]).unsqueeze(0)
-            out.append(self._compute_tensor(torch.as_tensor(p).unsqueeze(0), torch.as_tensor(t).unsqueeze(0), mask=m))
-        return torch.cat(out, 0)
+        hists = self.state.update(list(y_pred), list(y), mask)
+        return self.score(hists)
 
     def pooled_histogram(self) -> CalibrationHistogram:
-        """A copy of the pooled histogram summed over all ranks (every rank must call this under DDP).
-
-        Under DDP a rank that saw no image (fewer images than ranks, an uneven sampler) still takes part with an
-        empty histogram of the class count its peers agree on, so every rank gets the pooled value; when no rank
-        has data, or the ranks saw different class counts, every rank raises the same ``ValueError`` (before, the
-        empty rank raised alone and its peers died waiting in the collective with gloo's "Connection closed").
-        """
-        if is_distributed():
-            lo, hi = _class_count_range(-1 if self.histogram is None else self.histogram.num_classes)
-            if hi < 0:
-                raise ValueError(f"{type(self).__name__}: no data accumulated on any rank (call the metric first).")
-            if lo != hi:
-                raise ValueError(f"{type(self).__name__}: the ranks saw different class counts ({lo} to {hi}).")
-            if self.histogram is None:
-                self.histogram = self._new_histogram(hi)
-        elif self.histogram is None:
-            raise ValueError(f"{type(self).__name__}: no data accumulated yet (call the metric before aggregate()).")
-        return self.histogram.clone().all_reduce()
+        """A copy of the pooled histogram summed over all ranks (every rank must call this under DDP); see
+        :meth:`CalibrationState.pooled_histogram`."""
+        return self.state.pooled_histogram()
 
     def aggregate(  # type: ignore[override]
         self, reduction: MetricReduction | str | None = None, pooled: bool | None = None
@@ -275,6 +250,10 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
         band_mm: width of the boundary band in mm.
         spacing: default voxel size (mm) of the boundary band when a call passes none (``metric(y_pred, y,
             spacing=...)``, per image as MONAI's ``HausdorffDistanceMetric``); ``None``: a ``MetaTensor``'s affine.
+        state: a :class:`~monai_meep.metrics.CalibrationState` shared with other metrics (a compute group): the
+            metric then scores the state's histograms (:meth:`accumulate`) instead of reading the probabilities
+            itself; ``ignore_index`` / ``check_sum`` / ``num_sub_bins`` are the state's, ``region`` must be
+            ``"all"``. ``None`` (default): a private state, the metric works alone.
 
     The field's presets (``"meep"``, ``"mbls"``, ``"monai"``) are :meth:`from_convention`.
 
@@ -304,6 +283,7 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
         region: Region | str = Region.ALL,
         band_mm: float = 2.0,
         spacing: Any = None,
+        state: CalibrationState | None = None,
     ) -> None:
         if int(num_bins) < 1:
             raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
@@ -325,7 +305,18 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
         self.calibration_reduction = cal_red
         self.mode = mode
         self.binning = binning
-        if num_sub_bins is None:
+        if state is not None:
+            if self.region != Region.ALL or num_sub_bins is not None:
+                raise ValueError(
+                    "a metric reading a shared CalibrationState scores the state's histograms as they are: region must "
+                    "be 'all' and num_sub_bins None (set num_sub_bins on the state)."
+                )
+            if binning == "uniform" and isinstance(state, CalibrationState) and state.num_sub_bins % self.num_bins:
+                raise ValueError(
+                    f"num_bins={num_bins} does not divide the shared state's num_sub_bins={state.num_sub_bins}."
+                )
+            num_sub_bins = getattr(state, "num_sub_bins", DEFAULT_NUM_SUB_BINS)
+        elif num_sub_bins is None:
             num_sub_bins = DEFAULT_NUM_SUB_BINS
             if binning == "uniform" and num_sub_bins % self.num_bins:
                 num_sub_bins = self.num_bins * max(1, DEFAULT_NUM_SUB_BINS // self.num_bins)
@@ -333,7 +324,7 @@ class ExpectedCalibrationErrorMetric(_HistogramMetric):
             raise ValueError(f"num_sub_bins={num_sub_bins} must be a multiple of num_bins={num_bins}.")
         super().__init__(
             include_background, reduction, get_not_nans, pooled, num_sub_bins, ignore_index, check_sum, num_classes,
-            metric_reduction,
+            metric_reduction, state,
         )  # fmt: skip
 
     @classmethod
@@ -447,7 +438,7 @@ class BrierScoreMetric(_HistogramMetric):
         include_background: report class 0.
         stratum: ``None``, ``"positive"`` or ``"negative"``. An image without voxels of a class has a NaN Brier+
             for it (with a warning); ``reduction`` skips NaNs and ``get_not_nans`` counts them.
-        reduction, get_not_nans, pooled, ignore_index, check_sum, num_classes, metric_reduction: see
+        reduction, get_not_nans, pooled, ignore_index, check_sum, num_classes, metric_reduction, state: see
             :class:`ExpectedCalibrationErrorMetric`.
 
     Example:
@@ -467,6 +458,7 @@ class BrierScoreMetric(_HistogramMetric):
         check_sum: bool = True,
         num_classes: int | None = None,
         metric_reduction: MetricReduction | str | None = None,
+        state: CalibrationState | None = None,
     ) -> None:
         if stratum not in (None, "positive", "negative"):
             raise ValueError(f"stratum must be None, 'positive' or 'negative', got {stratum!r}.")
@@ -474,7 +466,7 @@ class BrierScoreMetric(_HistogramMetric):
         # Brier needs no probability bins: a 1-sub-bin histogram keeps the state tiny
         super().__init__(
             include_background, reduction, get_not_nans, pooled, 1, ignore_index, check_sum, num_classes,
-            metric_reduction,
+            metric_reduction, state,
         )  # fmt: skip
 
     def _score(self, hist: CalibrationHistogram) -> torch.Tensor:
@@ -487,7 +479,7 @@ class NegativeLogLikelihoodMetric(_HistogramMetric):
     Definition: :func:`monai_meep.metrics.negative_log_likelihood`.
 
     Args:
-        reduction, get_not_nans, pooled, ignore_index, check_sum, num_classes, metric_reduction: see
+        reduction, get_not_nans, pooled, ignore_index, check_sum, num_classes, metric_reduction, state: see
             :class:`ExpectedCalibrationErrorMetric`.
 
     Example:
@@ -505,9 +497,10 @@ class NegativeLogLikelihoodMetric(_HistogramMetric):
         check_sum: bool = True,
         num_classes: int | None = None,
         metric_reduction: MetricReduction | str | None = None,
+        state: CalibrationState | None = None,
     ) -> None:
         super().__init__(
-            True, reduction, get_not_nans, pooled, 1, ignore_index, check_sum, num_classes, metric_reduction
+            True, reduction, get_not_nans, pooled, 1, ignore_index, check_sum, num_classes, metric_reduction, state
         )
 
     def _score(self, hist: CalibrationHistogram) -> torch.Tensor:

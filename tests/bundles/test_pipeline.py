@@ -14,6 +14,7 @@ from monai.bundle import ConfigWorkflow
 from monai_meep.apps.bundle.runner import config_files
 from monai_meep.apps.data import prepare_dataset, roi_size_for_scale
 from monai_meep.apps.data.readers import volume_header
+from monai_meep.metrics import STATE_FILE, calibration_error_from_histogram, load_calibration_state
 
 from .conftest import BUNDLES, error_chain, la_image_folder
 
@@ -68,6 +69,13 @@ def test_train_evaluate_calibrate_infer_la(tiny, tmp_path):
     with open(ev / "reliability.csv") as f:
         assert {r["region"] for r in csv.DictReader(f)} == {region}
     assert (ev / "reliability.png").stat().st_size > 0 and (ev / "probability_histogram.png").stat().st_size > 0
+    # the exact pooled state beside the CSVs: its 10-bin counts are the bin table's, its 15-bin ECE the table's
+    state, meta = load_calibration_state(ev / STATE_FILE, with_meta=True)
+    assert meta["region"] == region and meta["classes"] == [1]
+    with open(ev / "reliability.csv") as f:
+        bins = list(csv.DictReader(f))
+    assert [int(r["count"]) for r in bins] == state.bin_statistics(10)[0][1].tolist()
+    assert float(bins[0]["ece"]) == pytest.approx(float(calibration_error_from_histogram(state, 15)[0]), rel=1e-12)
     # maps are written in the original image space: the h5 volume's grid and spacing
     for item in test:
         shape, affine = volume_header(item["image"], "image")

@@ -25,7 +25,7 @@ from monai_meep.metrics import (
     reliability_curve,
 )
 
-from .ddp_helpers import ddp_data, ddp_run, ddp_worker, empty_rank_worker
+from .ddp_helpers import ddp_data, ddp_run, ddp_worker, ddp_worker_shared, empty_rank_worker
 
 
 def _binary(n=4000, seed=0, b=1):
@@ -245,8 +245,10 @@ def _spawn_two_ranks(worker, tmp_path) -> None:
 
 
 @pytest.mark.slow  # two spawned ranks each import torch + MONAI
-def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
-    _spawn_two_ranks(ddp_worker, tmp_path)
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared_state"])
+def test_ddp_two_gloo_processes_equal_one_process(tmp_path, shared):
+    """Also: metrics of one shared CalibrationState on two ranks equal separate metrics in one process."""
+    _spawn_two_ranks(ddp_worker_shared if shared else ddp_worker, tmp_path)
     single = ddp_run(*ddp_data())
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt")

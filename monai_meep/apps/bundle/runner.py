@@ -179,6 +179,20 @@ def read_metrics(eval_dir: str | os.PathLike, legacy_test_names: bool = True) ->
     return out
 
 
+def read_calibration_state(eval_dir: str | os.PathLike) -> Any:
+    """The pooled calibration histogram an evaluation wrote (``calibration_state.pt``, see
+    :func:`monai_meep.metrics.save_calibration_state`), or ``None`` for a folder written before it existed (readers
+    then fall back to ``reliability.csv``).
+
+    Raises:
+        ValueError: the file exists but is damaged, edited, or of another format version.
+    """
+    from monai_meep.metrics import STATE_FILE, load_calibration_state
+
+    path = Path(eval_dir) / STATE_FILE
+    return load_calibration_state(path) if path.is_file() else None
+
+
 def add_set_argument(parser: Any, applies_to: str = "every run") -> None:
     """Add the repeatable ``--set KEY=VALUE`` bundle-override option that :func:`parse_set` reads, and
     ``--allow-expressions``."""

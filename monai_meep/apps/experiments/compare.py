@@ -29,6 +29,7 @@ from monai_meep.apps.bundle.runner import (
     bundle_dir,
     file_logging_conf,
     parse_set,
+    read_calibration_state,
     read_metrics,
     run_bundle,
 )
@@ -174,11 +175,18 @@ def format_paired(diffs: dict[str, Any], model: str, reference: str) -> str:
 
 
 def _plot(out: Path, runs: dict[str, Path]) -> list[str]:
-    """Both models' reliability diagrams on one figure, and their probability histograms, from the bin tables."""
+    """Both models' reliability diagrams on one figure, and their probability histograms: from each evaluation's exact
+    ``calibration_state.pt`` when it has one, else from its bin table (``reliability.csv``, older folders)."""
+    from monai_meep.metrics import calibration_error_from_histogram, reliability_curve_from_histogram
     from monai_meep.visualize import plot_probability_histogram, plot_reliability_diagram
 
     curves, eces = {}, {}
     for name, eval_dir in runs.items():
+        hist = read_calibration_state(eval_dir)
+        if hist is not None:
+            curves[name] = reliability_curve_from_histogram(hist, 10, include_background=True).row(1)
+            eces[name] = float(calibration_error_from_histogram(hist, 15, include_background=True)[1])
+            continue
         with open(eval_dir / "reliability.csv", newline="") as f:
             rows = [r for r in csv.DictReader(f) if r["class"] == "1"]
         last = max(int(r["epoch"]) for r in rows)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_meep.apps.bundle.runner import read_metrics
+from monai_meep.apps.bundle.runner import read_calibration_state, read_metrics
 from monai_meep.apps.experiments.manifest import atomic_write_json, atomic_write_text, read_json, utc_now
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "plot_rows",
     "table_csv",
     "per_subject_csv",
+    "pooled_curve",
+    "pooled_histogram",
     "write_outputs",
 ]
 
@@ -195,7 +197,8 @@ def write_text(path: str | os.PathLike, text: str) -> str:
 
 
 def _read_bins(eval_dir: Path) -> dict[str, list[float]] | None:
-    """Foreground rows of the last epoch of ``reliability.csv`` (written by ``ReliabilityDiagramSaver``)."""
+    """Foreground rows of the last epoch of ``reliability.csv`` (written by ``ReliabilityDiagramSaver``): the
+    fallback for folders written before ``calibration_state.pt``."""
     path = eval_dir / "reliability.csv"
     if not path.is_file():
         return None
@@ -215,9 +218,34 @@ def _read_bins(eval_dir: Path) -> dict[str, list[float]] | None:
     }
 
 
-def pooled_curve(eval_dirs: Sequence[Path]) -> dict[str, list] | None:
-    """Reliability bins of several models (the seeds of a row) merged: counts summed, per-bin mean confidence and
-    observed frequency count-weighted. Exact, since each bin's mean is a sum over its voxels divided by its count."""
+def pooled_histogram(eval_dirs: Sequence[Path]) -> Any:
+    """The exact pooled histogram of several evaluations (the seeds of a row): their ``calibration_state.pt`` merged
+    with ``CalibrationHistogram.merge`` (int64 counts add exactly). ``None`` when any folder has no state file (one
+    written before it existed)."""
+    states = [read_calibration_state(d) for d in eval_dirs]
+    if not states or any(h is None for h in states):
+        return None
+    pooled = states[0].clone()
+    for h in states[1:]:
+        pooled.merge(h)
+    return pooled
+
+
+def pooled_curve(eval_dirs: Sequence[Path], num_bins: int = 10) -> Any:
+    """Foreground reliability curve (a one-row :class:`~monai_meep.metrics.ReliabilityCurve`) of several models (the
+    seeds of a row) pooled, or ``None`` when no folder has bins.
+
+    From the evaluations' exact states when every folder has one (:func:`pooled_histogram`); else, for older folders,
+    from their ``reliability.csv`` bins: counts summed, per-bin mean confidence and observed frequency
+    count-weighted (exact up to the CSV's rounding, since each bin's mean is a sum over its voxels divided by its
+    count)."""
+    import torch
+
+    from monai_meep.metrics import ReliabilityCurve, reliability_curve_from_histogram
+
+    hist = pooled_histogram(eval_dirs)
+    if hist is not None:
+        return reliability_curve_from_histogram(hist, num_bins, include_background=True).row(1)
     parts = [b for b in (_read_bins(Path(d)) for d in eval_dirs) if b is not None]
     if not parts:
         return None
@@ -228,13 +256,15 @@ def pooled_curve(eval_dirs: Sequence[Path]) -> dict[str, list] | None:
         num = sum(p["count"][i] * p[key][i] for p in parts if p["count"][i] > 0)
         return num / count[i] if count[i] > 0 else math.nan
 
-    return {
-        "confidence": [wmean("confidence", i) for i in range(nb)],
-        "frequency": [wmean("frequency", i) for i in range(nb)],
-        "count": [int(c) for c in count],
-        "bin_lower": parts[0]["lower"],
-        "bin_upper": parts[0]["upper"],
-    }
+    row = lambda v, dtype=torch.float64: torch.tensor([v], dtype=dtype)  # noqa: E731
+    return ReliabilityCurve(
+        confidence=row([wmean("confidence", i) for i in range(nb)]),
+        frequency=row([wmean("frequency", i) for i in range(nb)]),
+        counts=row([int(c) for c in count], torch.int64),
+        bin_lower=row(parts[0]["lower"]),
+        bin_upper=row(parts[0]["upper"]),
+        classes=[1],
+    )
 
 
 def plot_rows(out: Path, eval_dirs: Mapping[str, Sequence[Path]], title: str) -> list[str]:
@@ -245,12 +275,7 @@ def plot_rows(out: Path, eval_dirs: Mapping[str, Sequence[Path]], title: str) ->
     curves = {row: c for row, dirs in eval_dirs.items() if (c := pooled_curve(dirs)) is not None}
     if not curves:
         return []
-    eces = {}
-    for row, c in curves.items():
-        n = sum(c["count"])
-        eces[row] = sum(
-            k * abs(p - q) for k, p, q in zip(c["count"], c["confidence"], c["frequency"], strict=True) if k > 0
-        ) / max(n, 1)
+    eces = {row: float(c.ece[0]) for row, c in curves.items()}  # ECE on the plotted bins (ReliabilityCurve.ece)
     size = (2.6, 2.8)
     # six panels a row: the paper's Dice rows, then its CE rows, then FL
     rel = plot_reliability_diagram(

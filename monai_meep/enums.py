@@ -75,6 +75,10 @@ def look_up(value: object, options: type[E], name: str, allowed: Collection[E] |
     if not isinstance(value, str):
         valid = ", ".join(repr(m.value) for m in (allowed or options))
         raise TypeError(f"{name} must be a str (one of {valid}), got {type(value).__name__} {value!r}.")
+    if isinstance(value, options) and (allowed is None or value in allowed):
+        # already a member: returned as is, which also keeps torch.compile from tracing MONAI's string handling
+        # (Dynamo cannot trace str methods called on a StrEnum member)
+        return value
     supported = options if allowed is None else {m.value: options(m) for m in allowed}
     try:
         return options(look_up_option(value, supported))

@@ -16,9 +16,27 @@ Importing this package never needs triton; calling a kernel without it raises a 
 
 from __future__ import annotations
 
-from .dispatch import HAS_TRITON, interpreter_on, triton_available
-from .histogram import triton_histogram
-from .meep_fused import fused_meep_regularizer, fused_sum_count
+import importlib
+from typing import Any
+
+# The Triton modules are imported on first use of one of their names (PEP 562), not with the package: importing
+# ``monai_meep.kernels.parts`` (which the CPU histogram needs) must not decorate the Triton kernels, since
+# ``@triton.jit`` reads ``TRITON_INTERPRET`` when the decorator runs.
+_LAZY = {
+    "HAS_TRITON": ".dispatch",
+    "interpreter_on": ".dispatch",
+    "triton_available": ".dispatch",
+    "triton_histogram": ".histogram",
+    "fused_meep_regularizer": ".meep_fused",
+    "fused_sum_count": ".meep_fused",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "HAS_TRITON",

@@ -32,6 +32,7 @@ __all__ = [
     "calibrator_path",
     "check_checkpoint",
     "check_choice",
+    "read_checkpoint",
     "describe",
     "ddp_backend",
     "distributed_sampler",
@@ -250,6 +251,16 @@ def check_checkpoint(
 ) -> str | None:
     """Check that the checkpoint at ``path`` fits ``network`` (same parameter names and shapes); return ``path``.
 
+    As :func:`read_checkpoint`, which also returns the weights; ``None`` when there is no file and none is required.
+    """
+    return None if read_checkpoint(path, network, required, key) is None else str(Path(path))
+
+
+def read_checkpoint(
+    path: str | None, network: torch.nn.Module, required: bool = False, key: str = "model"
+) -> dict[str, torch.Tensor] | None:
+    """The weights (tensor entries) of the checkpoint at ``path``, checked to fit ``network``; read once.
+
     Called while the config is parsed, so a checkpoint from another network (other backbone / channels / task)
     fails with a message naming the mismatch before any training or evaluation starts. ``model.pt`` is a plain
     network ``state_dict``; a file holding several objects (``last_checkpoint_epoch=N.pt``, or a ``model.pt`` of an
@@ -260,6 +271,9 @@ def check_checkpoint(
         network: the configured network (DDP-wrapped or not).
         required: raise if ``path`` is missing.
         key: the entry holding the model weights when the file stores several objects.
+
+    Returns:
+        the state dict of tensors, or ``None`` when ``path`` is empty / missing and not ``required``.
 
     Raises:
         ValueError: missing file (when required), unreadable file, or parameter names / shapes that differ.
@@ -303,7 +317,7 @@ def check_checkpoint(
             f"({'; '.join(detail)}). Use the same backbone / channels / task overrides as in training, "
             f"or point ckpt_dir to a fresh folder."
         )
-    return str(Path(path))
+    return {k: v for k, v in state.items() if torch.is_tensor(v)}
 
 
 # ------------------------------------------------------------------------------------------------- run settings

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from monai.utils import StrEnum, look_up_option
 
-from monai_meep.apps.bundle.support import check_checkpoint
+from monai_meep.apps.bundle.support import read_checkpoint
 from monai_meep.inferers import EnsembleInferer, FlipTTAInferer, MCDropoutInferer, ProbabilityInferer
 
 __all__ = ["UncertaintyMethod", "evaluation_inferer", "load_member"]
@@ -39,13 +39,12 @@ def load_member(path: str, network_def: torch.nn.Module, device: str | torch.dev
     """A copy of ``network_def`` holding the weights of the checkpoint ``path`` (checked first, as ``model.pt``).
 
     Raises:
-        ValueError: a missing or unreadable file, or weights of another network (:func:`check_checkpoint`).
+        ValueError: a missing or unreadable file, or weights of another network
+            (:func:`~monai_meep.apps.bundle.support.read_checkpoint`).
     """
-    check_checkpoint(path, network_def, required=True)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    state = obj["model"] if isinstance(obj.get("model"), dict) else obj  # "model": a file holding several objects
+    state = read_checkpoint(path, network_def, required=True)
     net = copy.deepcopy(network_def)
-    net.load_state_dict({k: v for k, v in state.items() if torch.is_tensor(v)})
+    net.load_state_dict(state)
     return net.to(device)
 
 

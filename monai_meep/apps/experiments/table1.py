@@ -292,7 +292,7 @@ def _plan(rows: Sequence[tuple[str, str, str, str | None]], seeds: Sequence[int]
             train = trains[model, seed]
             if method is None:
                 train.row = name
-            elif method in ("ensemble",):
+            elif method == "ensemble":  # one unit per row, planned below once every seed is trained
                 continue
             else:
                 kind = "uncertainty" if method in UNCERTAINTY_METHODS else "posthoc"

@@ -68,7 +68,8 @@ def test_decathlon_layout(tmp_path):
     assert [it["subject"] for it in items] == [f"la_{i:03d}" for i in range(5)]  # '._' junk ignored
     out = la_transforms("train", crop_size=(8, 8, 8))(items[1])
     assert out["image"].shape == (1, 8, 8, 8) and out["label"].shape == (1, 8, 8, 8)
-    np.testing.assert_allclose(out["image"].pixdim.numpy(), [1.25, 1.25, 1.37], rtol=1e-5)
+    whole = la_transforms("eval", crop_size=(8, 8, 8))(items[1])  # the geometry is read (training drops it)
+    np.testing.assert_allclose(whole["image"].pixdim.numpy(), [1.25, 1.25, 1.37], rtol=1e-5)
     dl = prepare_dataset("la", dataset_dir=root, seed=0)
     assert [len(dl[k]) for k in ("training", "validation", "test")] == [3, 1, 1]
 
@@ -82,9 +83,11 @@ def test_phantoms_round_trip(wmh_phantom, la_phantom):
     patch = roi_size_for_scale("wmh", SCALE, divisor=8)
     out = wmh_transforms("train", patch_size=patch, num_samples=3)(wmh["training"][0])
     assert len(out) == 3 and all(o["image"].shape == (2, *patch) for o in out)
-    np.testing.assert_allclose(out[0]["image"].pixdim.numpy(), [5.0, 5.0, 15.0], rtol=1e-6)
+    whole = wmh_transforms("eval")(wmh["training"][0])
+    np.testing.assert_allclose(whole["image"].pixdim.numpy(), [5.0, 5.0, 15.0], rtol=1e-6)
     la = prepare_dataset("la", dataset_dir=la_phantom)
     crop = roi_size_for_scale("la", SCALE, divisor=8)
     out = la_transforms("train", crop_size=crop)(la["training"][0])
     assert out["image"].shape == (1, *crop) and out["label"].shape == (1, *crop)
-    np.testing.assert_allclose(out["image"].pixdim.numpy(), [0.625 / SCALE] * 3, rtol=1e-6)
+    whole = la_transforms("eval", crop_size=crop)(la["training"][0])
+    np.testing.assert_allclose(whole["image"].pixdim.numpy(), [0.625 / SCALE] * 3, rtol=1e-6)

@@ -53,7 +53,9 @@ def test_wmh_pads_thin_volumes(tmp_path):
     item, _ = _lesion_volume(tmp_path, shape=(40, 40, 12))
     patches = wmh_transforms("train", patch_size=(16, 16, 16), num_samples=2)(item)
     assert all(p["image"].shape == (2, 16, 16, 16) for p in patches)
-    np.testing.assert_allclose(patches[0]["image"].pixdim.numpy(), [0.96, 0.96, 3.0], rtol=1e-6)
+    assert all(type(p["image"]) is torch.Tensor for p in patches)  # training patches carry no meta
+    whole = wmh_transforms("eval")(item)  # evaluation keeps the geometry, for HD in mm
+    np.testing.assert_allclose(whole["image"].pixdim.numpy(), [0.96, 0.96, 3.0], rtol=1e-6)
 
 
 def test_la_train_eval_infer(tmp_path):

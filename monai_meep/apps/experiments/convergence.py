@@ -10,6 +10,13 @@ over seeds (default 3, as the table) of DSC(2x) - DSC(1x), so that it is not the
 split of a few subjects. Only the validation split is read, never the test split, so the check can choose a budget
 without looking at the results it will report.
 
+A budget that fits its learning-rate schedule to its length (it sets ``lr_step_epochs``, e.g. WMH's, which decays
+to a few percent of the initial rate by its last epoch) is checked with the **whole schedule stretched**: the 2x run
+doubles ``max_epochs`` and ``lr_step_epochs`` (the same decay over twice the steps), and the 1x run, the budget's
+own, is trained beside it. Validating such a budget in the middle of a longer run would compare a model that is
+still at a high rate with the end of the schedule, and continuing it past its end would train at a rate near zero,
+a check that could hardly fail.
+
 Outputs under ``--out``: ``convergence.md`` / ``convergence.json`` (per row and seed: validation DSC at 1x and 2x,
 the change, pass / fail, wall times) and each run's bundle folder under ``runs/``. Resumable: finished runs are not
 repeated; several processes may share ``--out`` with different ``--rows``.
@@ -49,6 +56,39 @@ def _validation_curve(log_dir: Path) -> dict[int, float]:
         if "val_mean_dice" in acc.Tags().get("scalars", []):
             curve.update({int(e.step): float(e.value) for e in acc.Scalars("val_mean_dice")})
     return curve
+
+
+def _train(task: str, run_dir: Path, over: dict[str, Any], *at_epochs: int) -> tuple[Any, float]:
+    """Train one bundle run (once: a ``done.json`` marker keeps its result); its validation DSC at ``at_epochs``.
+
+    Returns:
+        ``(dsc, train_s)``: one float when one epoch is asked for, else a tuple in the order asked.
+
+    Raises:
+        RuntimeError: the run logged no validation DSC at one of ``at_epochs``.
+    """
+    marker = run_dir / "done.json"
+    record = read_json(marker)
+    if record is None:
+        over = {**over, "run_dir": str(run_dir)}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t = run_bundle(task, "train", over, logging_file=file_logging_conf(run_dir))
+        curve = _validation_curve(run_dir / "logs")
+        missing = [e for e in at_epochs if e not in curve]
+        if missing:
+            raise RuntimeError(f"{run_dir} logged no validation DSC at epoch(s) {missing} (found {curve}).")
+        record = {"curve": {str(e): curve[e] for e in sorted(curve)}, "train_s": t, "finished": utc_now()}
+        record["overrides"] = over
+        atomic_write_json(marker, record)
+    curve = {int(e): v for e, v in record["curve"].items()} if "curve" in record else _legacy_curve(record, at_epochs)
+    dsc = tuple(curve[e] for e in at_epochs)
+    return (dsc[0] if len(dsc) == 1 else dsc), float(record.get("train_s", record.get("train_s_2x", 0.0)))
+
+
+def _legacy_curve(record: dict[str, Any], at_epochs: tuple[int, ...]) -> dict[int, float]:
+    """A marker written before ``curve`` was recorded: ``dsc_1x`` / ``dsc_2x`` at the budget's 1x and 2x epochs."""
+    one, two = at_epochs
+    return {one: float(record["dsc_1x"]), two: float(record["dsc_2x"])}
 
 
 def run_convergence(
@@ -95,38 +135,23 @@ def run_convergence(
     out = Path(out).expanduser().absolute()
     base = {**BUDGETS[budget][task], "backbone": backbone, "num_workers": 0, "progress": False, **(extra or {})}
     epochs = int(base["max_epochs"])
+    stretched = "lr_step_epochs" in base
     checked: dict[str, dict[str, Any]] = {}
     for row in rows:
         per_seed: dict[int, dict[str, Any]] = {}
         for seed in range(int(seeds)):
-            run_dir = out / "runs" / f"{row}_seed{seed}"
-            marker = run_dir / "done.json"
-            record = read_json(marker)
-            if record is None:
-                over = {
-                    **base,
-                    **MODELS[row],
-                    "seed": seed,
-                    "max_epochs": 2 * epochs,
-                    "val_interval": epochs,
-                    "run_dir": str(run_dir),
-                }
-                run_dir.mkdir(parents=True, exist_ok=True)
-                t = run_bundle(task, "train", over, logging_file=file_logging_conf(run_dir))
-                curve = _validation_curve(run_dir / "logs")
-                missing = [e for e in (epochs, 2 * epochs) if e not in curve]
-                if missing:
-                    raise RuntimeError(f"{run_dir} logged no validation DSC at epoch(s) {missing} (found {curve}).")
-                record = {
-                    "dsc_1x": curve[epochs],
-                    "dsc_2x": curve[2 * epochs],
-                    "train_s_2x": t,
-                    "finished": utc_now(),
-                    "overrides": over,
-                }
-                atomic_write_json(marker, record)
-            per_seed[seed] = {k: record[k] for k in ("dsc_1x", "dsc_2x", "train_s_2x")}
-            per_seed[seed]["change"] = record["dsc_2x"] - record["dsc_1x"]
+            common = {**base, **MODELS[row], "seed": seed}
+            if stretched:
+                one_x = out / "runs" / f"{row}_seed{seed}_1x"
+                dsc_1x, _ = _train(task, one_x, {**common, "val_interval": epochs}, epochs)
+                two_x = out / "runs" / f"{row}_seed{seed}_2x"
+                stretch = {"max_epochs": 2 * epochs, "lr_step_epochs": 2 * int(base["lr_step_epochs"])}
+                dsc_2x, t = _train(task, two_x, {**common, **stretch, "val_interval": epochs}, 2 * epochs)
+            else:
+                run_dir = out / "runs" / f"{row}_seed{seed}"
+                over = {**common, "max_epochs": 2 * epochs, "val_interval": epochs}
+                (dsc_1x, dsc_2x), t = _train(task, run_dir, over, epochs, 2 * epochs)
+            per_seed[seed] = {"dsc_1x": dsc_1x, "dsc_2x": dsc_2x, "train_s_2x": t, "change": dsc_2x - dsc_1x}
         n = len(per_seed)
         one, two = (sum(r[k] for r in per_seed.values()) / n for k in ("dsc_1x", "dsc_2x"))
         checked[row] = {
@@ -144,6 +169,7 @@ def run_convergence(
         "backbone": backbone,
         "seeds": int(seeds),
         "tolerance": tolerance,
+        "schedule": "stretched" if stretched else "continued",
         "overrides": base,
         "rows": checked,
         "converged": all(r["converged"] for r in checked.values()),
@@ -154,8 +180,14 @@ def run_convergence(
     lines = [
         f"# Convergence of budget {budget!r}: {task.upper()}, {backbone}",
         "",
-        f"Validation DSC after the budget's {epochs} epochs (1x) and after {2 * epochs} (2x, the same run and "
-        f"schedule continued), mean over {seeds} seed(s); converged when the mean change is below {tolerance}.",
+        f"Validation DSC after the budget's {epochs} epochs (1x) and after {2 * epochs} (2x, "
+        + (
+            f"a second run with the whole schedule stretched: lr step every {2 * int(base['lr_step_epochs'])} "
+            f"epochs instead of {base['lr_step_epochs']}"
+            if stretched
+            else "the same run and schedule continued"
+        )
+        + f"), mean over {seeds} seed(s); converged when the mean change is below {tolerance}.",
         "",
         "| row | val DSC 1x | val DSC 2x | change | converged | per seed (1x -> 2x) | train s (2x run) |",
         "|:---|---:|---:|---:|:---|:---|---:|",

@@ -78,3 +78,61 @@ def test_bad_arguments():
         convergence.run_convergence(task="la", rows=("dice", "unet"))
     with pytest.raises(ValueError, match="seeds"):
         convergence.run_convergence(task="la", seeds=0)
+
+
+class StretchFakeBundle(FakeBundle):
+    """Validation DSC keyed by the run's length, so a 1x run and a stretched 2x run are told apart."""
+
+    def __call__(self, task, workflow, overrides=None, **kwargs):
+        self.calls.append((workflow, dict(overrides)))
+        writer = SummaryWriter(log_dir=str(Path(overrides["run_dir"]) / "logs"))
+        e = overrides["max_epochs"]
+        for epoch in range(overrides["val_interval"], e + 1, overrides["val_interval"]):
+            # the value a run of this length reaches at this epoch (a 2x run's midpoint differs from a 1x run's end)
+            writer.add_scalar("val_mean_dice", self.dsc[(overrides["base_loss"], overrides["seed"], e, epoch)], epoch)
+        writer.close()
+        return float(e)
+
+
+def test_a_schedule_fitted_to_the_budget_is_stretched_in_a_second_run(tmp_path, monkeypatch):
+    """A budget with its own lr_step_epochs: the 1x run is the budget's, the 2x run doubles epochs and lr steps; the
+    2x run's midpoint (a model still at a high rate) is never read as the 1x value."""
+    e = table1.BUDGETS["cpu"]["wmh"]["max_epochs"]
+    step = 3
+    dsc = {}
+    for s in range(2):
+        for row, one, mid, two in (("dice", 0.60, 0.10, 0.605), ("ce", 0.50, 0.10, 0.56)):
+            dsc[(row, s, e, e)] = one + 0.01 * s
+            dsc[(row, s, 2 * e, e)] = mid
+            dsc[(row, s, 2 * e, 2 * e)] = two + 0.01 * s
+    fake = StretchFakeBundle(dsc)
+    monkeypatch.setattr(convergence, "run_bundle", fake)
+    res = convergence.run_convergence(task="wmh", budget="cpu", out=tmp_path, seeds=2, extra={"lr_step_epochs": step})
+    runs = [(o["base_loss"], o["seed"], o["max_epochs"], o["lr_step_epochs"]) for _, o in fake.calls]
+    assert runs == [(r, s, n * e, n * step) for r in ("dice", "ce") for s in range(2) for n in (1, 2)]
+    assert res["schedule"] == "stretched"
+    dice, ce = res["rows"]["dice"], res["rows"]["ce"]
+    assert dice["dsc_1x"] == pytest.approx(0.605) and dice["dsc_2x"] == pytest.approx(0.61)
+    assert dice["converged"] and not ce["converged"] and ce["change"] == pytest.approx(0.06)
+    assert dice["seeds"][1]["train_s_2x"] == pytest.approx(2 * e)
+    assert f"lr step every {2 * step} epochs instead of {step}" in (tmp_path / "convergence.md").read_text()
+    n = len(fake.calls)  # resumable: each finished run, 1x or 2x, is kept
+    assert (
+        convergence.run_convergence(task="wmh", budget="cpu", out=tmp_path, seeds=2, extra={"lr_step_epochs": step})[
+            "rows"
+        ]
+        == res["rows"]
+    )
+    assert len(fake.calls) == n
+
+
+def test_markers_written_before_curves_were_recorded_are_read(tmp_path, monkeypatch):
+    """A finished run from an earlier version (dsc_1x / dsc_2x / train_s_2x only) is not trained again."""
+    e = table1.BUDGETS["cpu"]["la"]["max_epochs"]
+    marker = tmp_path / "runs" / "dice_seed0" / "done.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"dsc_1x": 0.9, "dsc_2x": 0.904, "train_s_2x": 12.0, "overrides": {}}))
+    monkeypatch.setattr(convergence, "run_bundle", lambda *a, **k: pytest.fail("trained a finished run"))
+    res = convergence.run_convergence(task="la", budget="cpu", out=tmp_path, rows=("dice",), seeds=1)
+    assert res["rows"]["dice"]["change"] == pytest.approx(0.004) and res["schedule"] == "continued"
+    assert res["rows"]["dice"]["seeds"][0]["train_s_2x"] == 12.0 and e > 0

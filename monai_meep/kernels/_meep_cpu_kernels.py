@@ -4,13 +4,21 @@
 
 Why our own ``exp`` / ``log1p``: Numba's ``math.exp`` is a scalar libm call (~17 ns a value here), which a loop
 cannot vectorise; the polynomial versions below are plain arithmetic and one integer-to-float bit cast, so LLVM
-turns each voxel loop into SIMD code (~1 ns a value, 17x faster, as fast as ``torch.exp``). Their relative error is
-below 1e-7 in float32 (tested against float64 NumPy), far inside the 1e-6 the fast path must match the reference to.
+turns each voxel loop into SIMD code (~1 ns a value, 17x faster, as fast as ``torch.exp``). Their relative error
+(tested against float64 NumPy) is below 2e-7 for ``|x| <= 20``; beyond, ``fastmath`` reassociation merges the two
+parts of the Cody-Waite reduction and it grows to 3e-7 at ``|x| = 87``, where ``exp(x) < 2e-9`` sits beside terms
+of order 1 and vanishes in every sum: far inside the 1e-6 the fast path must match the reference to.
 
 Each kernel is built by a factory for one combination of regulariser kind and options (ignore_index or not, a valid
 mask or not), which are then compile-time constants: the voxel loop has no branch left (selections and ``&`` /
 ``|``, never ``and`` / ``or``, which branch), so it vectorises. ``fastmath`` allows reassociation and contraction
 only, never "no NaN / no inf", so the non-finite checks stay.
+
+What keeps the loops vectorised (each checked in the generated assembly): ``error_model="numpy"`` (no
+ZeroDivisionError branch at a division), float32 throughout (``np.floor``, not ``math.floor``, whose int64 result
+turns what follows into float64), one-dimensional views per image indexed by an unsigned voxel index (a signed
+index carries Numba's negative-index wraparound, which turns contiguous loads and stores into gathers and scatters),
+and sums and counts kept in float32 / int32 over blocks of voxels, added to float64 / int64 totals per block.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ __all__ = ["sigmoid1_kernel", "sigmoid_kernel", "softmax2_kernel", "softmax_kern
 _FM = {"reassoc", "contract", "arcp", "nsz"}
 _F32 = np.float32
 _LOG2 = math.log(2.0)
+# voxels summed in float32 (and counted in int32) before the part's float64 total: wide SIMD lanes in the loop, and
+# each lane adds at most _BLOCK / 8 values, so the float32 partial sums keep a relative error near 1e-7
+_BLOCK = 1024
 
 
 @intrinsic
@@ -56,7 +67,9 @@ def _bits_from_f32(typingctx, value):
 def _exp(x):
     """``exp(x)`` for float32 ``x``: ``2^n e^r`` with ``|r| <= ln2 / 2`` and a degree-7 Taylor polynomial."""
     x = min(max(x, _F32(-87.0)), _F32(88.0))  # exp(-87) is still a normal float32; below it counts as 0 here
-    n = math.floor(x * _F32(1.4426950408889634) + _F32(0.5))
+    # np.floor keeps float32 (math.floor returns an int64, which would turn the rest into float64 arithmetic,
+    # half as many lanes per SIMD instruction)
+    n = np.floor(x * _F32(1.4426950408889634) + _F32(0.5))
     # Cody-Waite: ln 2 split in a part exact in float32 and the rest, so r keeps its precision
     r = x - n * _F32(0.693359375) - n * _F32(-2.12194440e-4)
     p = _F32(1.0 / 5040.0)
@@ -154,89 +167,83 @@ def softmax2_kernel(kind: int, has_ignore: bool, has_valid: bool, with_grad: boo
     ``valid`` ``(B, S)`` uint8 is read only when ``has_valid``.
     """
 
-    @nb.njit(inline="always", fastmath=_FM)
-    def _select(z, labels, valid, ignore, b, s):
-        z0, z1, label = z[b, 0, s], z[b, 1, s], labels[b, s]
-        ok = _finite(z0) & _finite(z1)
-        d = z1 - z0 if ok else _F32(0.0)
-        ignored = (label == ignore) if has_ignore else False
-        in_range = (label >= 0) & (label < 2) & _integral(label)
-        scored = in_range & (not ignored)
-        if has_valid:
-            scored = scored & (valid[b, s] != 0)
-        selected = scored if kind == 2 else scored & ((d > _F32(0.0)) != (label == 1))
-        return d, selected, ok, (not in_range) & (not ignored)
-
     @jit(fastmath=_FM)
     def kernel(z, labels, valid, ignore, lo, hi, stats, grad):
         n_s = z.shape[2]
         total, count, bad_z, bad_y = 0.0, 0, 0, 0
         for b in range(lo // n_s, (hi - 1) // n_s + 1):  # one contiguous run of voxels per image: it vectorises
             s0, s1 = max(lo - b * n_s, 0), min(hi - b * n_s, n_s)
-            g1 = grad[b, 1]
-            for s in range(s0, s1):
-                d, selected, ok, bad = _select(z, labels, valid, ignore, b, s)
-                value, g = _two_class(d, kind)
-                total += value if selected else _F32(0.0)
-                count += selected
-                bad_z += not ok
-                bad_y += bad
-                if with_grad:
-                    g1[s] = g if selected else _F32(0.0)
-            if with_grad:
-                # a second, trivially vectorised loop: storing both rows in the first kept LLVM from vectorising it
-                g0 = grad[b, 0]
-                for s in range(s0, s1):
-                    g0[s] = -g1[s]
+            z0, z1, lab = z[b, 0], z[b, 1], labels[b]
+            ok_b = valid[b] if has_valid else valid[0]
+            g0, g1 = (grad[b, 0], grad[b, 1]) if with_grad else (grad[0, 0], grad[0, 0])
+            for c0 in range(s0, s1, _BLOCK):
+                part, n_sel, n_bad_z, n_bad_y = _F32(0.0), np.int32(0), np.int32(0), np.int32(0)
+                for i in range(min(_BLOCK, s1 - c0)):
+                    s = np.uint64(c0 + i)  # unsigned: no negative-index wraparound, so loads stay contiguous
+                    a0, a1, label = z0[s], z1[s], lab[s]
+                    ok = _finite(a0) & _finite(a1)
+                    d = a1 - a0 if ok else _F32(0.0)
+                    ignored = (label == ignore) if has_ignore else False
+                    in_range = (label >= 0) & (label < 2) & _integral(label)
+                    scored = in_range & (not ignored)
+                    if has_valid:
+                        scored = scored & (ok_b[s] != 0)
+                    selected = scored if kind == 2 else scored & ((d > _F32(0.0)) != (label == 1))
+                    value, g = _two_class(d, kind)
+                    part += value if selected else _F32(0.0)
+                    n_sel += np.int32(selected)
+                    n_bad_z += np.int32(not ok)
+                    n_bad_y += np.int32((not in_range) & (not ignored))
+                    if with_grad:
+                        g = g if selected else _F32(0.0)
+                        g1[s] = g
+                        g0[s] = -g
+                total += part
+                count, bad_z, bad_y = count + n_sel, bad_z + n_bad_z, bad_y + n_bad_y
         stats[0], stats[1], stats[2], stats[3] = total, count, bad_z, bad_y
 
     return kernel
 
 
 # ---------------------------------------------------------------------------------------------- C-class softmax
-# With m = max_k z_k, lse = m + log sum_k exp(z_k - m), p_k = exp(z_k - lse):
-#   KL(u || p) = lse - mean_k z_k - log C,   d/dz_k = p_k - 1/C
-#   H(p)       = lse - sum_k p_k z_k,        d/dz_k = -p_k (z_k - lse + H)
+# With m = max_k z_k, d_k = m - z_k >= 0, e_k = exp(-d_k), R = sum_{k != argmax} e_k, T = 1 + R, L = log1p(R)
+# (log T from R, which float32 keeps exactly even when T rounds to 1), p_k = e_k / T:
+#   KL(u || p) = L + mean_k d_k - log C,      d/dz_k = p_k - 1/C
+#   H(p)       = L + sum_k e_k d_k / T,       d/dz_k = -p_k (H - L - d_k)
+# Every term is non-negative: no difference of two large numbers (lse - sum p z would lose the entropy of a
+# confident voxel, ~1e-4 next to logits ~10, to float32 rounding).
 
 
 @nb.njit(inline="always", fastmath=_FM)
 def _voxel_stats(z, b, s, n_ch):
-    """``(lse, mean z, sum p z, argmax, all finite)`` of the logits of one voxel."""
+    """``(L, mean d, H, m, 1 / T, argmax, all finite)`` of the logits of one voxel (notation above)."""
     m = z[b, 0, s]
     arg = 0
     ok = _finite(m)
-    zsum = m
     for k in range(1, n_ch):
         v = z[b, k, s]
         ok = ok & _finite(v)
-        zsum += v
         arg = k if v > m else arg
         m = v if v > m else m
     m = m if ok else _F32(0.0)
-    total = _F32(0.0)
+    rest = _F32(0.0)
+    gaps = _F32(0.0)
     weighted = _F32(0.0)
     for k in range(n_ch):
-        v = z[b, k, s] if ok else _F32(0.0)
-        e = _exp(v - m)
-        total += e
-        weighted += e * v
-    return m + _log_ge1(total), zsum / _F32(n_ch), weighted / total, arg, ok
+        d = m - z[b, k, s] if ok else _F32(0.0)
+        e = _exp(-d)
+        rest += e if k != arg else _F32(0.0)
+        gaps += d
+        weighted += e * d
+    inv_t = _F32(1.0) / (_F32(1.0) + rest)
+    lg = _log1p_unit(rest) if rest <= _F32(1.0) else _log_ge1(_F32(1.0) + rest)
+    return lg, gaps / _F32(n_ch), lg + weighted * inv_t, m, inv_t, arg, ok
 
 
 @functools.cache
 def softmax_kernel(kind: int, has_ignore: bool, has_valid: bool, with_grad: bool):
-    """As :func:`softmax2_kernel` for ``(B, C, S)`` logits with any ``C >= 2``."""
-
-    @nb.njit(inline="always", fastmath=_FM)
-    def _select(labels, valid, ignore, n_ch, arg, b, s):
-        label = labels[b, s]
-        ignored = (label == ignore) if has_ignore else False
-        in_range = (label >= 0) & (label < n_ch) & _integral(label)
-        scored = in_range & (not ignored)
-        if has_valid:
-            scored = scored & (valid[b, s] != 0)
-        selected = scored if kind == 2 else scored & (arg != label)
-        return selected, (not in_range) & (not ignored)
+    """As :func:`softmax2_kernel` for ``(B, C, S)`` logits with any ``C >= 2``. Not vectorised (the loops over the
+    channels, of a length known only at run time, keep LLVM from vectorising the loop over the voxels)."""
 
     @jit(fastmath=_FM)
     def kernel(z, labels, valid, ignore, lo, hi, stats, grad):
@@ -244,21 +251,34 @@ def softmax_kernel(kind: int, has_ignore: bool, has_valid: bool, with_grad: bool
         log_c, inv_c = _F32(math.log(n_ch)), _F32(1.0 / n_ch)
         total, count, bad_z, bad_y = 0.0, 0, 0, 0
         for b in range(lo // n_s, (hi - 1) // n_s + 1):
-            for s in range(max(lo - b * n_s, 0), min(hi - b * n_s, n_s)):
-                lse, zmean, pz, arg, ok = _voxel_stats(z, b, s, n_ch)
-                selected, bad = _select(labels, valid, ignore, n_ch, arg, b, s)
-                h = lse - pz
-                value = lse - zmean - log_c if kind == 1 else h
-                total += value if selected else _F32(0.0)
-                count += selected
-                bad_z += not ok
-                bad_y += bad
-                if with_grad:
-                    for k in range(n_ch):
-                        v = z[b, k, s]
-                        p = _exp(v - lse)
-                        g = p - inv_c if kind == 1 else -p * (v - lse + h)
-                        grad[b, k, s] = g if selected else _F32(0.0)
+            s0, s1 = max(lo - b * n_s, 0), min(hi - b * n_s, n_s)
+            lab = labels[b]
+            ok_b = valid[b] if has_valid else valid[0]
+            for c0 in range(s0, s1, _BLOCK):
+                part, n_sel, n_bad_z, n_bad_y = _F32(0.0), np.int32(0), np.int32(0), np.int32(0)
+                for i in range(min(_BLOCK, s1 - c0)):
+                    s = np.uint64(c0 + i)
+                    lg, gap, h, m, inv_t, arg, ok = _voxel_stats(z, b, s, n_ch)
+                    label = lab[s]
+                    ignored = (label == ignore) if has_ignore else False
+                    in_range = (label >= 0) & (label < n_ch) & _integral(label)
+                    scored = in_range & (not ignored)
+                    if has_valid:
+                        scored = scored & (ok_b[s] != 0)
+                    selected = scored if kind == 2 else scored & (arg != label)
+                    value = lg + gap - log_c if kind == 1 else h
+                    part += value if selected else _F32(0.0)
+                    n_sel += np.int32(selected)
+                    n_bad_z += np.int32(not ok)
+                    n_bad_y += np.int32((not in_range) & (not ignored))
+                    if with_grad:
+                        for k in range(n_ch):
+                            d = m - z[b, k, s] if ok else _F32(0.0)
+                            p = _exp(-d) * inv_t
+                            g = p - inv_c if kind == 1 else -p * (h - lg - d)
+                            grad[b, k, s] = g if selected else _F32(0.0)
+                total += part
+                count, bad_z, bad_y = count + n_sel, bad_z + n_bad_z, bad_y + n_bad_y
         stats[0], stats[1], stats[2], stats[3] = total, count, bad_z, bad_y
 
     return kernel
@@ -278,31 +298,33 @@ def sigmoid_kernel(kind: int, has_valid: bool, per_channel: bool, with_grad: boo
     otherwise as :func:`softmax2_kernel` (the bad-label count is always 0: the caller checks sigmoid targets).
     """
 
-    @nb.njit(inline="always", fastmath=_FM)
-    def _select(z, positive, valid, b, c, s):
-        v = z[b, c, s]
-        ok = _finite(v)
-        v = v if ok else _F32(0.0)
-        scored = (valid[b, s] != 0) if has_valid else True
-        pos = positive[b, c if per_channel else 0, s] != 0
-        selected = scored if kind == 2 else scored & ((v > _F32(0.0)) != pos)
-        return v, selected, ok
-
     @jit(fastmath=_FM)
     def kernel(z, positive, valid, lo, hi, stats, grad):
         n_ch, n_s = z.shape[1], z.shape[2]
         total, count, bad_z = 0.0, 0, 0
         for b in range(lo // n_s, (hi - 1) // n_s + 1):
+            s0, s1 = max(lo - b * n_s, 0), min(hi - b * n_s, n_s)
+            ok_b = valid[b] if has_valid else valid[0]
             for c in range(n_ch):
-                gc = grad[b, c]
-                for s in range(max(lo - b * n_s, 0), min(hi - b * n_s, n_s)):
-                    v, selected, ok = _select(z, positive, valid, b, c, s)
-                    value, g = _two_class(v, kind)
-                    total += value if selected else _F32(0.0)
-                    count += selected
-                    bad_z += not ok
-                    if with_grad:
-                        gc[s] = g if selected else _F32(0.0)
+                zc, pc = z[b, c], positive[b, c if per_channel else 0]
+                gc = grad[b, c] if with_grad else grad[0, 0]
+                for c0 in range(s0, s1, _BLOCK):
+                    part, n_sel, n_bad_z = _F32(0.0), np.int32(0), np.int32(0)
+                    for i in range(min(_BLOCK, s1 - c0)):
+                        s = np.uint64(c0 + i)
+                        v = zc[s]
+                        ok = _finite(v)
+                        v = v if ok else _F32(0.0)
+                        scored = (ok_b[s] != 0) if has_valid else True
+                        selected = scored if kind == 2 else scored & ((v > _F32(0.0)) != (pc[s] != 0))
+                        value, g = _two_class(v, kind)
+                        part += value if selected else _F32(0.0)
+                        n_sel += np.int32(selected)
+                        n_bad_z += np.int32(not ok)
+                        if with_grad:
+                            gc[s] = g if selected else _F32(0.0)
+                    total += part
+                    count, bad_z = count + n_sel, bad_z + n_bad_z
         stats[0], stats[1], stats[2], stats[3] = total, count, bad_z, 0
 
     return kernel
@@ -328,22 +350,29 @@ def sigmoid1_kernel(kind: int, has_ignore: bool, with_grad: bool):
         n_s = z.shape[2]
         total, count, bad_z, bad_y = 0.0, 0, 0, 0
         for b in range(lo // n_s, (hi - 1) // n_s + 1):
-            g0 = grad[b, 0]
-            for s in range(max(lo - b * n_s, 0), min(hi - b * n_s, n_s)):
-                v, label = z[b, 0, s], labels[b, s]
-                ok = _finite(v)
-                v = v if ok else _F32(0.0)
-                ignored = (label == ignore) if has_ignore else False
-                pos, bad = _positive_bad(label)
-                scored = not ignored
-                selected = scored if kind == 2 else scored & ((v > _F32(0.0)) != pos)
-                value, g = _two_class(v, kind)
-                total += value if selected else _F32(0.0)
-                count += selected
-                bad_z += not ok
-                bad_y += bad & scored
-                if with_grad:
-                    g0[s] = g if selected else _F32(0.0)
+            s0, s1 = max(lo - b * n_s, 0), min(hi - b * n_s, n_s)
+            z0, lab = z[b, 0], labels[b]
+            g0 = grad[b, 0] if with_grad else grad[0, 0]
+            for c0 in range(s0, s1, _BLOCK):
+                part, n_sel, n_bad_z, n_bad_y = _F32(0.0), np.int32(0), np.int32(0), np.int32(0)
+                for i in range(min(_BLOCK, s1 - c0)):
+                    s = np.uint64(c0 + i)
+                    v, label = z0[s], lab[s]
+                    ok = _finite(v)
+                    v = v if ok else _F32(0.0)
+                    ignored = (label == ignore) if has_ignore else False
+                    pos, bad = _positive_bad(label)
+                    scored = not ignored
+                    selected = scored if kind == 2 else scored & ((v > _F32(0.0)) != pos)
+                    value, g = _two_class(v, kind)
+                    part += value if selected else _F32(0.0)
+                    n_sel += np.int32(selected)
+                    n_bad_z += np.int32(not ok)
+                    n_bad_y += np.int32(bad & scored)
+                    if with_grad:
+                        g0[s] = g if selected else _F32(0.0)
+                total += part
+                count, bad_z, bad_y = count + n_sel, bad_z + n_bad_z, bad_y + n_bad_y
         stats[0], stats[1], stats[2], stats[3] = total, count, bad_z, bad_y
 
     return kernel

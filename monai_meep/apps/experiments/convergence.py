@@ -58,11 +58,11 @@ def _validation_curve(log_dir: Path) -> dict[int, float]:
     return curve
 
 
-def _train(task: str, run_dir: Path, over: dict[str, Any], *at_epochs: int) -> tuple[Any, float]:
+def _train(task: str, run_dir: Path, over: dict[str, Any], *at_epochs: int) -> tuple[tuple[float, ...], float]:
     """Train one bundle run (once: a ``done.json`` marker keeps its result); its validation DSC at ``at_epochs``.
 
     Returns:
-        ``(dsc, train_s)``: one float when one epoch is asked for, else a tuple in the order asked.
+        ``(dsc, train_s)``: the validation DSC at each of ``at_epochs``, in their order, and the training time.
 
     Raises:
         RuntimeError: the run logged no validation DSC at one of ``at_epochs``.
@@ -77,12 +77,15 @@ def _train(task: str, run_dir: Path, over: dict[str, Any], *at_epochs: int) -> t
         missing = [e for e in at_epochs if e not in curve]
         if missing:
             raise RuntimeError(f"{run_dir} logged no validation DSC at epoch(s) {missing} (found {curve}).")
-        record = {"curve": {str(e): curve[e] for e in sorted(curve)}, "train_s": t, "finished": utc_now()}
-        record["overrides"] = over
+        record = {
+            "curve": {str(e): curve[e] for e in sorted(curve)},
+            "train_s": t,
+            "finished": utc_now(),
+            "overrides": over,
+        }
         atomic_write_json(marker, record)
     curve = {int(e): v for e, v in record["curve"].items()} if "curve" in record else _legacy_curve(record, at_epochs)
-    dsc = tuple(curve[e] for e in at_epochs)
-    return (dsc[0] if len(dsc) == 1 else dsc), float(record.get("train_s", record.get("train_s_2x", 0.0)))
+    return tuple(curve[e] for e in at_epochs), float(record.get("train_s", record.get("train_s_2x", 0.0)))
 
 
 def _legacy_curve(record: dict[str, Any], at_epochs: tuple[int, ...]) -> dict[int, float]:
@@ -143,10 +146,10 @@ def run_convergence(
             common = {**base, **MODELS[row], "seed": seed}
             if stretched:
                 one_x = out / "runs" / f"{row}_seed{seed}_1x"
-                dsc_1x, _ = _train(task, one_x, {**common, "val_interval": epochs}, epochs)
+                (dsc_1x,), _ = _train(task, one_x, {**common, "val_interval": epochs}, epochs)
                 two_x = out / "runs" / f"{row}_seed{seed}_2x"
                 stretch = {"max_epochs": 2 * epochs, "lr_step_epochs": 2 * int(base["lr_step_epochs"])}
-                dsc_2x, t = _train(task, two_x, {**common, **stretch, "val_interval": epochs}, 2 * epochs)
+                (dsc_2x,), t = _train(task, two_x, {**common, **stretch, "val_interval": epochs}, 2 * epochs)
             else:
                 run_dir = out / "runs" / f"{row}_seed{seed}"
                 over = {**common, "max_epochs": 2 * epochs, "val_interval": epochs}

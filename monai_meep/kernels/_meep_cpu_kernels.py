@@ -210,8 +210,8 @@ def softmax2_kernel(kind: int, has_ignore: bool, has_valid: bool, with_grad: boo
 # (log T from R, which float32 keeps exactly even when T rounds to 1), p_k = e_k / T:
 #   KL(u || p) = L + mean_k d_k - log C,      d/dz_k = p_k - 1/C
 #   H(p)       = L + sum_k e_k d_k / T,       d/dz_k = -p_k (H - L - d_k)
-# Every term is non-negative: no difference of two large numbers (lse - sum p z would lose the entropy of a
-# confident voxel, ~1e-4 next to logits ~10, to float32 rounding).
+# No difference of numbers of the size of the logits (H's terms are all non-negative; KL subtracts only log C):
+# lse - sum p z would lose the entropy of a confident voxel, ~1e-4 next to logits ~10, to float32 rounding.
 
 
 @nb.njit(inline="always", fastmath=_FM)

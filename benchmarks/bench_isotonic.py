@@ -24,7 +24,10 @@ __all__ = ["exact_pav", "run"]
 
 
 def exact_pav(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The replaced loop: PAV with block values kept as integer ratios, cross-multiplied comparisons (exact)."""
+    """The replaced loop: PAV with block values kept as integer ratios, cross-multiplied comparisons (exact).
+
+    Also the oracle of ``tests/calibration/test_isotonic.py``, which checks SciPy's blocks against it.
+    """
     b_num: list[int] = []
     b_den: list[int] = []
     b_start: list[int] = []

@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.isotonic import IsotonicRegression
 
+from benchmarks.bench_isotonic import exact_pav
 from monai_meep.calibration import IsotonicCalibration
 from monai_meep.calibration.isotonic import pool_adjacent_violators
 from monai_meep.metrics.calibration import calibration_error
@@ -89,22 +90,6 @@ def test_multiclass_renormalised(multiclass_data):
     assert after < before / 3
 
 
-def _exact_pav(num, den):
-    """Reference: PAV on Python integers, cross-multiplied comparisons, ties pooled."""
-    b_num, b_den, b_start = [], [], []
-    for i in range(len(num)):
-        b_num.append(int(num[i]))
-        b_den.append(int(den[i]))
-        b_start.append(i)
-        while len(b_num) > 1 and b_num[-2] * b_den[-1] >= b_num[-1] * b_den[-2]:
-            n_last, d_last = b_num.pop(), b_den.pop()
-            b_start.pop()
-            b_num[-1] += n_last
-            b_den[-1] += d_last
-    start = np.asarray(b_start, dtype=np.int64)
-    return start, np.append(start[1:] - 1, len(num) - 1), np.asarray([n / d for n, d in zip(b_num, b_den, strict=True)])
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_pav_equals_the_exact_integer_pav(seed):
     """SciPy's blocks with recomputed values equal the exact integer-ratio PAV the package had before (also timed in
@@ -112,7 +97,7 @@ def test_pav_equals_the_exact_integer_pav(seed):
     rng = np.random.default_rng(seed)
     den = rng.integers(1, 4, size=3000).astype(float)
     num = rng.binomial(den.astype(int), np.linspace(0.2, 0.8, 3000)).astype(float)
-    s0, e0, v0 = _exact_pav(num, den)
+    s0, e0, v0 = exact_pav(num, den)
     s1, e1, v1 = pool_adjacent_violators(num, den)
     np.testing.assert_array_equal(s1, s0)
     np.testing.assert_array_equal(e1, e0)

@@ -19,9 +19,9 @@ import torch
 
 __all__ = [
     "FLAG_BAD_P",
+    "FLAG_BAD_SUM",
     "FLAG_BAD_Y",
     "FLAG_NLL",
-    "FLAG_SUM_DEV",
     "Accumulator",
     "ArrayOps",
     "ChunkRules",
@@ -31,9 +31,11 @@ __all__ = [
     "validate_chunk",
 ]
 
-# the Numba path's per-part statistics vector after the Brier sums: [nll, max |sum - 1|, bad probs, bad labels]
-# (read by the kernels in _histogram_numba_kernels and their driver in _histogram_numba)
-FLAG_NLL, FLAG_SUM_DEV, FLAG_BAD_P, FLAG_BAD_Y = range(4)
+# the Numba path's per-part statistics vector after the Brier sums: [nll, scored voxels whose channel sum is off by
+# more than sum_tol, bad probabilities, bad labels] (written by the kernels of _histogram_numba_kernels and
+# _histogram_numba_blocks, read by their driver in _histogram_numba); counts, not a maximum, because a count is a sum
+# the blocked kernels vectorise
+FLAG_NLL, FLAG_BAD_SUM, FLAG_BAD_P, FLAG_BAD_Y = range(4)
 
 _SUM_MSG = (
     "probs do not sum to 1 over channels (max deviation {err:.3g} > sum_tol={tol}); pass probabilities (softmax), "

@@ -1,11 +1,13 @@
 # Copyright (c) monai_meep developers.
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Compiled CPU update path of :class:`~monai_meep.metrics.CalibrationHistogram`: one pass per voxel, in Numba.
+"""Compiled CPU update path of :class:`~monai_meep.metrics.CalibrationHistogram`: one pass over the input, in Numba.
 
 Why compiled: the NumPy path (:mod:`._histogram_numpy`) makes about twenty passes over float64 temporaries and five
-single-threaded ``bincount`` calls per chunk; here each voxel is read once and every statistic (validation, marginal
-and top-label sub-bins, Brier, NLL) is added in the same loop, straight from the network's dtype and layout (no
-float64 copy, no chunk workspace).
+single-threaded ``bincount`` calls per chunk; here each voxel is read from memory once and every statistic
+(validation, marginal and top-label sub-bins, Brier, NLL) is added while it is in cache, straight from the network's
+dtype and layout (no float64 copy, no chunk workspace). Class-index labels take the blocked kernels of
+:mod:`._histogram_numba_blocks` (vectorised over blocks of voxels that stay in L1), one-hot targets the voxel-by-voxel
+kernels of :mod:`._histogram_numba_kernels`; both fill the same records, bit for bit.
 
 Parallelism as every CPU kernel of the package (:mod:`monai_meep.kernels.parts`): the voxels are split into contiguous
 *parts* by input size only, each part adds into its own private histogram, and the parts are summed in a fixed order,
@@ -28,7 +30,7 @@ import torch
 from monai_meep.kernels.parts import run_parts
 from monai_meep.utils import NUMBA_LABEL_DTYPES, import_numba_kernels, numba_labels
 
-from ._histogram_common import FLAG_BAD_P, FLAG_BAD_Y, FLAG_NLL, FLAG_SUM_DEV, ChunkRules, Workspace
+from ._histogram_common import FLAG_BAD_P, FLAG_BAD_SUM, FLAG_BAD_Y, FLAG_NLL, ChunkRules, Workspace
 
 # whether Numba is installed; it is imported (with the kernels) on the first CPU update, see _kernels
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
@@ -50,10 +52,21 @@ _NATIVE_LABELS = tuple(getattr(torch, name) for name in NUMBA_LABEL_DTYPES)
 
 @functools.cache
 def _kernels() -> ModuleType | None:
-    """The kernel module, imported (with Numba) on first use; ``None``, with one warning, if Numba fails to import."""
+    """The voxel-by-voxel kernel module (one-hot targets), imported (with Numba) on first use; ``None``, with one
+    warning, if Numba fails to import."""
     return import_numba_kernels(
         f"{__package__}._histogram_numba_kernels", "calibration histograms use the slower NumPy path"
     )
+
+
+def _block_kernels() -> ModuleType | None:
+    """The blocked kernel module (class-index labels); ``None`` whenever :func:`_kernels` is (so one warning)."""
+    return None if _kernels() is None else _import_block_kernels()
+
+
+@functools.cache
+def _import_block_kernels() -> ModuleType | None:
+    return import_numba_kernels(f"{__package__}._histogram_numba_blocks", "calibration histograms use the NumPy path")
 
 
 def _part_bounds(total: int, c: int, s_bins: int) -> list[tuple[int, int]]:
@@ -117,7 +130,8 @@ def accumulate_numba(
     sum_tol = -1.0 if rules.sum_tol is None or p3.shape[1] == 1 else float(rules.sum_tol)
     ignore = 0 if rules.ignore_index is None else int(rules.ignore_index)
     scalars = (s_bins, sum_tol, eps, Workspace.group(eps))
-    kernels = _kernels()
+    # class-index labels take the blocked kernels (vectorised, several times faster); one-hot targets the scalar ones
+    kernels = _kernels() if rules.onehot else _block_kernels()
     if kernels is None:
         return False  # Numba would not import: the NumPy path computes this update
     kernel = kernels.binary_kernel if c == 2 else kernels.multiclass_kernel(c)
@@ -129,10 +143,10 @@ def accumulate_numba(
         counts, sums, stats = _run_parts(kernel, (*inputs, *scalars), c, s_bins)
         tail = stats[:, 2 * c :]
         flags[FLAG_NLL] += tail[:, FLAG_NLL].sum()
-        flags[FLAG_SUM_DEV] = max(flags[FLAG_SUM_DEV], tail[:, FLAG_SUM_DEV].max())
+        flags[FLAG_BAD_SUM] += tail[:, FLAG_BAD_SUM].sum()
         flags[FLAG_BAD_P] += tail[:, FLAG_BAD_P].sum()
         flags[FLAG_BAD_Y] += tail[:, FLAG_BAD_Y].sum()
-        if flags[FLAG_BAD_P] or flags[FLAG_BAD_Y] or (sum_tol >= 0 and flags[FLAG_SUM_DEV] > sum_tol):
+        if flags[FLAG_BAD_P] or flags[FLAG_BAD_Y] or flags[FLAG_BAD_SUM]:
             return False
         part = counts.astype(np.int64).sum(0)  # (C + 1, S, [not hit, hit])
         acc["counts"] += part[:c].sum(-1)

@@ -15,7 +15,7 @@ import numpy as np
 
 from monai_meep.kernels._numba import inline, jit
 
-from ._histogram_common import FLAG_BAD_P, FLAG_BAD_Y, FLAG_NLL, FLAG_SUM_DEV
+from ._histogram_common import FLAG_BAD_P, FLAG_BAD_SUM, FLAG_BAD_Y, FLAG_NLL
 
 __all__ = ["binary_kernel", "multiclass_kernel"]
 
@@ -71,9 +71,9 @@ def binary_kernel(
     n = p.shape[2]
     sigmoid = p.shape[1] == 1
     scale, last = float(s_bins), s_bins - 1
-    brier0 = brier1 = pos0 = pos1 = nll = max_dev = 0.0
+    brier0 = brier1 = pos0 = pos1 = nll = 0.0
     prod = 1.0
-    in_group = bad_p = bad_y = 0
+    in_group = bad_p = bad_y = bad_sum = 0
     for b in range(lo // n, (hi - 1) // n + 1):
         for i in range(max(lo - b * n, 0), min(hi - b * n, n)):
             q1 = np.float64(p[b, 1 - sigmoid, i])
@@ -89,7 +89,7 @@ def binary_kernel(
                 bad_y += y == -2
                 continue
             if sum_tol >= 0.0:
-                max_dev = max(max_dev, abs((q0 + q1) - 1.0))
+                bad_sum += abs((q0 + q1) - 1.0) > sum_tol
             s0 = min(int(q0 * scale), last)  # truncation == floor for q >= 0; q == 1 goes to the closed last bin
             s1 = min(int(q1 * scale), last)
             counts[4 * s0 + (y == 0)] += 1
@@ -116,7 +116,7 @@ def binary_kernel(
     stats[1] += brier1
     stats[2] += pos0
     stats[3] += pos1
-    _finish(stats, 2, nll - math.log(prod), max_dev, bad_p, bad_y)
+    _finish(stats, 2, nll - math.log(prod), bad_sum, bad_p, bad_y)
 
 
 @_jit
@@ -151,14 +151,14 @@ def multiclass_kernel(c: int):
         """
         bad_p = _count_invalid(p, lo, hi) if use_mask or use_ignore else 0
         if bad_p:
-            _finish(stats, c, 0.0, 0.0, bad_p, 0)
+            _finish(stats, c, 0.0, 0, bad_p, 0)
             return
         n = p.shape[2]
         scale, last = float(s_bins), s_bins - 1
         brier = np.zeros(2 * c)
-        nll = max_dev = 0.0
+        nll = 0.0
         prod = 1.0
-        in_group = bad_y = 0
+        in_group = bad_y = bad_sum = 0
         for b in range(lo // n, (hi - 1) // n + 1):
             for i in range(max(lo - b * n, 0), min(hi - b * n, n)):
                 if use_mask and not m[b, i]:
@@ -185,7 +185,8 @@ def multiclass_kernel(c: int):
                     pred = k if gt else pred
                     top = at if gt else top
                     qy = q if hit else qy
-                max_dev = max(max_dev, abs(total - 1.0))
+                if sum_tol >= 0.0:
+                    bad_sum += abs(total - 1.0) > sum_tol
                 top += (c - pred) * s_bins  # the same sub-bin in the top-label row
                 counts[4 * top + (pred == y)] += 1
                 records[2 * top + 1] += conf
@@ -193,14 +194,15 @@ def multiclass_kernel(c: int):
                 brier[c + y] += d * d
                 nll, prod, in_group = _nll_step(nll, prod, in_group, qy, eps, group)
         stats[: 2 * c] += brier
-        _finish(stats, c, nll - math.log(prod), max_dev, bad_p, bad_y)  # max_dev is ignored without sum_tol
+        _finish(stats, c, nll - math.log(prod), bad_sum, bad_p, bad_y)
 
     return kernel
 
 
 @_jit
-def _finish(stats, c, nll, max_dev, bad_p, bad_y):
+def _finish(stats, c, nll, bad_sum, bad_p, bad_y):
+    """Add a part's NLL and counts of invalid channel sums, probabilities and labels after its Brier sums."""
     stats[2 * c + FLAG_NLL] += nll
-    stats[2 * c + FLAG_SUM_DEV] = max(stats[2 * c + FLAG_SUM_DEV], max_dev)
+    stats[2 * c + FLAG_BAD_SUM] += bad_sum
     stats[2 * c + FLAG_BAD_P] += bad_p
     stats[2 * c + FLAG_BAD_Y] += bad_y

@@ -119,6 +119,86 @@ def test_binary_kernel_equals_multiclass_kernel():
     np.testing.assert_allclose(out[0][2], out[1][2], rtol=1e-12)
 
 
+def _run_kernel(kernel, p, t, m, use_mask, ignore, use_ignore, s_bins, c, lo, hi):
+    records, stats = np.zeros((c + 1, s_bins, 2)), np.zeros(2 * c + 4)
+    flags = (m, use_mask, False, ignore, use_ignore, s_bins, 1e-3, 1.2e-7, 32, lo, hi)
+    kernel(p, t, *flags, records.view(np.int32).reshape(-1), records.reshape(-1), stats)
+    return records.view(np.int32)[..., :2].copy(), records[..., 1].copy(), stats
+
+
+@pytest.mark.parametrize("c, sigmoid", [(2, True), (2, False), (3, False), (5, False)])
+@pytest.mark.parametrize("t_dtype", [torch.int64, torch.uint8, torch.float32])
+def test_blocked_kernels_equal_the_voxel_by_voxel_kernels(c, sigmoid, t_dtype):
+    """The blocked kernels (class-index labels) fill the same records as the scalar ones: counts and probability sums
+    bit for bit (the sums are added in the same voxel order), Brier and NLL to 1e-12; over several blocks and a range
+    that starts and ends inside images, with a mask, an ignored label, an invalid label and a bad channel sum."""
+    probs, target, mask = _data(b=2, c=c, shape=(13, 11, 9), seed=21)  # 1287 voxels per image: 3 blocks of 512
+    if sigmoid:
+        probs = probs[:, 1:]
+    n = 13 * 11 * 9
+    p = probs.reshape(2, probs.shape[1], n).contiguous().numpy()
+    t = target.reshape(2, 1, n).to(t_dtype).numpy().copy()
+    m = mask.reshape(2, n).numpy()
+    t[0, 0, 7] = c  # an invalid label: counted where scored
+    if not sigmoid:
+        p[1, :, 5] = p[1, :, 5] * 0.98  # a channel sum off by 2 %: counted (and still in [0, 1])
+    scalar = hn._kernels()
+    blocked = hn._block_kernels()
+    pairs = []
+    if c == 2:
+        pairs.append((scalar.binary_kernel, blocked.binary_kernel))
+    if not sigmoid:
+        pairs.append((scalar.multiclass_kernel(c), blocked.multiclass_kernel(c)))
+    s_bins = 300
+    for lo, hi in ((0, 2 * n), (100, n + 700), (n + 3, n + 4)):
+        for use_mask, ignore, use_ignore in ((False, 0, False), (True, 0, False), (False, 1, True)):
+            for reference, fast in pairs:
+                args = (p, t, m if use_mask else np.ones((1, 1), np.bool_), use_mask, ignore, use_ignore, s_bins, c)
+                ref = _run_kernel(reference, *args, lo, hi)
+                got = _run_kernel(fast, *args, lo, hi)
+                np.testing.assert_array_equal(got[0], ref[0])
+                np.testing.assert_array_equal(got[1], ref[1])
+                np.testing.assert_allclose(got[2], ref[2], rtol=1e-12, atol=1e-12)
+                assert ref[0].sum() > 0 or hi - lo == 1  # not an empty comparison
+
+
+@pytest.mark.parametrize("c, sigmoid", [(2, True), (2, False), (3, False)])
+def test_blocked_kernels_flag_every_kind_of_bad_input(c, sigmoid):
+    """NaN, inf and out-of-range probabilities, masked or not; invalid labels only where scored; channel sums only
+    where checked (``sum_tol >= 0``)."""
+    probs, target, mask = _data(b=1, c=c, shape=(10, 10, 10), seed=22)
+    if sigmoid:
+        probs = probs[:, 1:]
+    p = probs.reshape(1, probs.shape[1], -1).contiguous().numpy()
+    t = target.reshape(1, 1, -1).numpy()
+    m = np.zeros((1, 1000), np.bool_)
+    m[0, :500] = True
+    blocked = hn._block_kernels()
+    kernel = blocked.binary_kernel if c == 2 else blocked.multiclass_kernel(c)
+
+    def flags(pp, tt, use_mask=False, sum_tol=1e-3):
+        stats = np.zeros(2 * c + 4)
+        records = np.zeros((c + 1, 60, 2))
+        args = (pp, tt, m if use_mask else np.ones((1, 1), np.bool_), use_mask, False, 0, False, 60, sum_tol)
+        kernel(*args, 1.2e-7, 32, 0, 1000, records.view(np.int32).reshape(-1), records.reshape(-1), stats)
+        return dict(zip(("nll", "bad_sum", "bad_p", "bad_y"), stats[2 * c :], strict=True))
+
+    assert flags(p, t) == {**flags(p, t), "bad_sum": 0, "bad_p": 0, "bad_y": 0}
+    for value in (float("nan"), float("inf"), -1e-6, 1.5):
+        bad = p.copy()
+        bad[0, 0, 900] = value  # outside the mask: still a bad probability
+        assert flags(bad, t, use_mask=True)["bad_p"] >= 1
+    bad_t = t.copy()
+    bad_t[0, 0, [3, 900]] = c
+    assert flags(p, bad_t)["bad_y"] == 2
+    assert flags(p, bad_t, use_mask=True)["bad_y"] == 1  # voxel 900 is masked out
+    if not sigmoid:
+        off = p.copy()
+        off[0, :, 4] *= 0.5  # sums to 0.5, every probability still in [0, 1]
+        assert flags(off, t)["bad_sum"] == 1
+        assert flags(off, t, sum_tol=-1.0)["bad_sum"] == 0
+
+
 @pytest.mark.parametrize("c", [2, 3])
 def test_errors_in_any_part_raise_and_leave_no_trace(small_parts, c):
     """An invalid value in the last part of the last image is found; a NaN under the mask or on an ignored label still

@@ -47,10 +47,11 @@ _fast_jit = jit(fastmath={"reassoc", "nsz"})
 @_fast_jit
 def _binary_rows(p1, p0, sigmoid, t1, m1, ignore, use_ignore, s_bins, tol, eps, ci, fy, acc):
     """Loop 1 of two classes over 1-D block views: ``ci[r, j]`` record index of voxel ``j`` in row ``r``
-    (class 0, class 1, top label) as ``4 * record + hit``, ``-1`` in row 0 for a voxel not scored; ``fy[j]``: its NLL
-    factor. Adds the Brier sums and the validity counts to ``acc``."""
+    (class 0, class 1, top label) as ``4 * record + hit``, ``-1`` in row 0 for a voxel not scored and in row 2 for a
+    paired voxel (see :func:`binary_kernel`); ``fy[j]``: its NLL factor. Adds the Brier sums and the validity counts
+    to ``acc``."""
     nb = p1.shape[0]
-    scale, last = float(s_bins), s_bins - 1
+    scale, last, half = float(s_bins), s_bins - 1, s_bins // 2
     brier0 = brier1 = pos0 = pos1 = 0.0
     bad_p = 0
     bad_y = 0
@@ -76,9 +77,12 @@ def _binary_rows(p1, p0, sigmoid, t1, m1, ignore, use_ignore, s_bins, tol, eps, 
         s1 = min(np.int64(q1 * scale), last)
         pred = q1 > q0  # the first arg-max wins ties, as np.argmax
         top = s1 if pred else s0
+        # "paired": one class entry in a sub-bin >= half, the other below; that one is then the larger probability,
+        # so the top-label entry (see binary_kernel)
+        paired = (s0 >= half) != (s1 >= half)
         ci[0, j] = 4 * s0 + h0 if scored else -1
         ci[1, j] = 4 * (s_bins + s1) + h1
-        ci[2, j] = 4 * (2 * s_bins + top) + (pred == h1)
+        ci[2, j] = -1 if paired else 4 * (2 * s_bins + top) + (pred == h1)
         qy = q1 if h1 else q0  # (computed before the Brier terms: in the other order LLVM does not vectorise)
         d0 = q0 - h0
         d1 = q1 - h1
@@ -112,8 +116,9 @@ def _nll(fy, nb, group):
 
 
 @jit
-def _binary_scatter(ci, p1, p0, sigmoid, nb, counts, records):
-    """Loop 3 of two classes: each scored voxel's three rows, in voxel order."""
+def _binary_scatter(ci, p1, p0, sigmoid, nb, counts, records, pair_counts, pair_records):
+    """Loop 3 of two classes, in voxel order: a paired voxel's two class entries into the pair records, any other
+    scored voxel's three entries into the records."""
     one = np.uint64(1)
     for j in range(nb):
         first = ci[0, j]
@@ -121,15 +126,35 @@ def _binary_scatter(ci, p1, p0, sigmoid, nb, counts, records):
             continue
         q1 = np.float64(p1[j])
         q0 = 1.0 - q1 if sigmoid else np.float64(p0[j])
-        at = np.uint64(first)
-        counts[at] += 1
-        records[(at >> one) | one] += q0  # record (at >> 2), its probability sum is float64 number 2 (at >> 2) + 1
-        at = np.uint64(ci[1, j])
-        counts[at] += 1
-        records[(at >> one) | one] += q1
-        at = np.uint64(ci[2, j])
-        counts[at] += 1
-        records[(at >> one) | one] += max(q0, q1)
+        at0, at1, top = np.uint64(first), np.uint64(ci[1, j]), ci[2, j]
+        # record (at >> 2) has its counts at int32 at (count + hit) and its probability sum at float64 2 (at >> 2) + 1
+        if top < 0:
+            pair_counts[at0] += 1
+            pair_records[(at0 >> one) | one] += q0
+            pair_counts[at1] += 1
+            pair_records[(at1 >> one) | one] += q1
+        else:
+            counts[at0] += 1
+            records[(at0 >> one) | one] += q0
+            counts[at1] += 1
+            records[(at1 >> one) | one] += q1
+            at = np.uint64(top)
+            counts[at] += 1
+            records[(at >> one) | one] += max(q0, q1)
+
+
+@jit
+def _add_pairs(s_bins, pair_counts, pair_records, counts, records):
+    """Add the pair records to the class rows, and their sub-bins >= half of both class rows to the top-label row."""
+    for at in range(2 * s_bins):
+        counts[4 * at] += pair_counts[4 * at]
+        counts[4 * at + 1] += pair_counts[4 * at + 1]
+        records[2 * at + 1] += pair_records[2 * at + 1]
+    for s in range(s_bins // 2, s_bins):
+        top, other = 2 * s_bins + s, s_bins + s
+        counts[4 * top] += pair_counts[4 * s] + pair_counts[4 * other]
+        counts[4 * top + 1] += pair_counts[4 * s + 1] + pair_counts[4 * other + 1]
+        records[2 * top + 1] += pair_records[2 * s + 1] + pair_records[2 * other + 1]
 
 
 @jit
@@ -137,9 +162,21 @@ def binary_kernel(
     p, t, m, use_mask, onehot, ignore, use_ignore, s_bins, sum_tol, eps, group, lo, hi, counts, records, stats
 ):
     """Two classes (one sigmoid channel or two softmax channels), class-index labels: the arguments and outputs of
-    :func:`._histogram_numba_kernels.binary_kernel` (``onehot`` is not read: one-hot targets take that kernel)."""
+    :func:`._histogram_numba_kernels.binary_kernel` (``onehot`` is not read: one-hot targets take that kernel).
+
+    With two classes the top-label entry of a voxel is one of its two class entries, so most voxels need not be
+    scattered a third time: a voxel is *paired* when one class entry lies in a sub-bin ``>= h = S // 2`` and the
+    other below. Sub-bins are monotone in the probability, so the entry at ``>= h`` has the larger probability: it is
+    the top-label entry (same sub-bin, probability and hit). Summed over paired voxels, the top-label row is then
+    exactly the sum of the two class rows over the sub-bins ``>= h``. Paired voxels go
+    into private pair records, added to the class rows and the top-label row at the end (:func:`_add_pairs`); the
+    others (probabilities near 1/2, or an odd ``S``) are scattered row by row. Counts are exact either way; the
+    probability sums are added in a different order than the voxel-by-voxel kernel's (equal to about 1e-16).
+    """
     n = p.shape[2]
     sigmoid = p.shape[1] == 1
+    pair_records = np.zeros(4 * s_bins)  # the class rows' records: (2, S) x [int32 counts, float64 sum]
+    pair_counts = pair_records.view(np.int32)
     ci = np.empty((3, BLOCK), np.int64)
     fy = np.empty(BLOCK)
     acc = np.zeros(7)
@@ -155,7 +192,8 @@ def binary_kernel(
             q1, q0 = p1[i0:i1], p0[i0:i1]
             _binary_rows(q1, q0, sigmoid, t1[i0:i1], mask, ignore, use_ignore, s_bins, tol, eps, ci, fy, acc)
             nll += _nll(fy, i1 - i0, group)
-            _binary_scatter(ci, q1, q0, sigmoid, i1 - i0, counts, records)
+            _binary_scatter(ci, q1, q0, sigmoid, i1 - i0, counts, records, pair_counts, pair_records)
+    _add_pairs(s_bins, pair_counts, pair_records, counts, records)
     for k in range(4):
         stats[k] += acc[k]
     _finish(stats, 2, nll, int(acc[4]), int(acc[5]), int(acc[6]))

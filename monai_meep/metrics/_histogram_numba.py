@@ -7,7 +7,8 @@ single-threaded ``bincount`` calls per chunk; here each voxel is read from memor
 (validation, marginal and top-label sub-bins, Brier, NLL) is added while it is in cache, straight from the network's
 dtype and layout (no float64 copy, no chunk workspace). Class-index labels take the blocked kernels of
 :mod:`._histogram_numba_blocks` (vectorised over blocks of voxels that stay in L1), one-hot targets the voxel-by-voxel
-kernels of :mod:`._histogram_numba_kernels`; both fill the same records, bit for bit.
+kernels of :mod:`._histogram_numba_kernels`; both fill the same records (the same counts; probability sums bit for
+bit, or to about 1e-16 with two classes).
 
 Parallelism as every CPU kernel of the package (:mod:`monai_meep.kernels.parts`): the voxels are split into contiguous
 *parts* by input size only, each part adds into its own private histogram, and the parts are summed in a fixed order,
@@ -66,6 +67,7 @@ def _block_kernels() -> ModuleType | None:
 
 @functools.cache
 def _import_block_kernels() -> ModuleType | None:
+    """Import :mod:`._histogram_numba_blocks` once."""
     return import_numba_kernels(f"{__package__}._histogram_numba_blocks", "calibration histograms use the NumPy path")
 
 

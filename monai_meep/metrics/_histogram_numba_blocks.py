@@ -32,7 +32,7 @@ import numpy as np
 
 from monai_meep.kernels._numba import jit
 
-from ._histogram_numba_kernels import _finish
+from ._histogram_numba_kernels import _finish, _index_label
 
 __all__ = ["BLOCK", "binary_kernel", "multiclass_kernel"]
 
@@ -64,8 +64,7 @@ def _binary_rows(p1, p0, sigmoid, t1, m1, ignore, use_ignore, s_bins, tol, eps, 
         bad_p += not valid
         live = valid & m1[j]
         v = t1[j]
-        ok = (v == math.floor(v)) & (v >= 0) & (v < 2)  # compared in the label's own type, as the scalar kernels
-        ign = use_ignore & (v == ignore)
+        ok, ign = _index_label(v, 2, ignore, use_ignore)
         h1 = ok & (v == 1)
         h0 = ok & (v == 0)
         bad_y += live & (not ok) & (not ign)
@@ -217,8 +216,7 @@ def multiclass_kernel(c: int):
         first, stride = np.uint64(i0), np.uint64(n)  # unsigned: no negative-index wraparound, so loads stay contiguous
         for j in range(nb):
             v = t1[j]
-            ok = (v == math.floor(v)) & (v >= 0) & (v < c)
-            ign = use_ignore & (v == ignore)
+            ok, ign = _index_label(v, c, ignore, use_ignore)
             y = np.int64(v if ok else 0)
             conf = -1.0
             pred = 0

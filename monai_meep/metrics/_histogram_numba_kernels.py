@@ -25,6 +25,14 @@ _inline = inline
 
 
 @_inline
+def _index_label(v, c, ignore, use_ignore):
+    """``(ok, ignored)`` of the class-index label ``v``, without branches (the blocked kernels vectorise over it):
+    ``ok`` for an integer value in ``[0, c)``, compared in the label's own type before any conversion (NaN fails both
+    tests, inf the range test); ``ignored`` for ``ignore_index``."""
+    return (v == math.floor(v)) & (v >= 0) & (v < c), use_ignore & (v == ignore)
+
+
+@_inline
 def _label(t, b, i, onehot, c, ignore, use_ignore):
     """Class of voxel ``i`` of image ``b``: ``>= 0``; ``-1``: ignored label; ``-2``: invalid label or one-hot vector."""
     if onehot:
@@ -36,13 +44,10 @@ def _label(t, b, i, onehot, c, ignore, use_ignore):
             elif v != 0:
                 y = -2
         return -2 if y == -1 else y
-    v = t[b, 0, i]
-    if use_ignore and v == ignore:
+    ok, ignored = _index_label(t[b, 0, i], c, ignore, use_ignore)
+    if ignored:
         return -1
-    # compared in the label's own type before any conversion: NaN fails both tests, inf the range test
-    if v == math.floor(v) and 0 <= v < c:
-        return int(v)
-    return -2
+    return int(t[b, 0, i]) if ok else -2
 
 
 @_inline

@@ -13,7 +13,9 @@ each block of :data:`BLOCK` voxels is done in three loops:
    cannot underflow).
 3. *scatter* (scalar): ``+1`` into each row's record count and ``+q`` into its probability sum, voxel by voxel, in
    voxel order (so the probability sums are added in the same order as the scalar kernels: the records are the same
-   bytes).
+   bytes; with two classes the top-label row is summed from the class rows for most voxels, see
+   :func:`binary_kernel`, so its sums agree to about 1e-16). The scatter is written out per row: moving the record
+   update into an inlined helper made this loop three times slower.
 
 The kernels take the scalar kernels' arguments and fill the same records and statistics (``_finish``), so
 ``_histogram_numba`` runs either through the same parts. One-hot targets keep the scalar kernels.
@@ -167,9 +169,9 @@ def binary_kernel(
     scattered a third time: a voxel is *paired* when one class entry lies in a sub-bin ``>= h = S // 2`` and the
     other below. Sub-bins are monotone in the probability, so the entry at ``>= h`` has the larger probability: it is
     the top-label entry (same sub-bin, probability and hit). Summed over paired voxels, the top-label row is then
-    exactly the sum of the two class rows over the sub-bins ``>= h``. Paired voxels go
-    into private pair records, added to the class rows and the top-label row at the end (:func:`_add_pairs`); the
-    others (probabilities near 1/2, or an odd ``S``) are scattered row by row. Counts are exact either way; the
+    exactly the sum of the two class rows over the sub-bins ``>= h``. Paired voxels go into private pair records,
+    added to the class rows and the top-label row at the end (:func:`_add_pairs`); the others (both entries on one
+    side: probabilities near 1/2) are scattered row by row. Counts are exact either way; the
     probability sums are added in a different order than the voxel-by-voxel kernel's (equal to about 1e-16).
     """
     n = p.shape[2]

@@ -3,6 +3,7 @@
 """Helpers shared by the small benchmarks (``bench_loss``, ``bench_kernels``, ``bench_sliding_window``).
 
 ``time_fn`` times a callable the same way on every device (CUDA events on a GPU, ``perf_counter`` on the CPU);
+``time_interleaved`` times several variants round by round, for ratios that a slow drift of the machine does not bias;
 ``device_quick_main`` is the ``--device / --quick`` command line those benchmarks share, each printing its rows its
 own way. Example::
 
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["device_quick_main", "reference_path", "time_fn"]
+__all__ = ["device_quick_main", "reference_path", "time_fn", "time_interleaved"]
 
 
 @contextlib.contextmanager
@@ -64,6 +65,56 @@ def time_fn(fn: Callable[[], object], device: torch.device, reps: int, warmup: i
                 fn()
             samples.append((time.perf_counter() - t0) / reps)
     return statistics.median(samples)
+
+
+def time_interleaved(
+    variants: dict[str, tuple[Callable[[], object], Callable[[], contextlib.AbstractContextManager]]],
+    device: torch.device,
+    reps: int,
+    warmup: int = 3,
+    rounds: int = 7,
+) -> dict[str, tuple[float, float]]:
+    """Time every variant once per round, the order reversed every other round; per variant, the median time and the
+    median over rounds of its ratio to the first variant's time in the same round.
+
+    Why: timing one variant for all its rounds and then the next (as :func:`time_fn` does, one call per variant)
+    lets a drift of a shared machine (another tenant, a frequency change) land on one variant only; on the 2-core
+    development VM that moved a ratio by 15 %. Within a round the variants run seconds apart, and alternating the
+    order cancels what running first or last costs.
+
+    Args:
+        variants: ``{name: (fn, context)}``; ``context()`` (e.g. ``contextlib.nullcontext``) is entered around each
+            timing of ``fn``. The first entry is the base of the ratios.
+        device: where ``fn`` runs (see :func:`time_fn`).
+        reps: calls per timing (the time is their mean).
+        warmup: untimed calls of each variant first.
+        rounds: timings per variant.
+
+    Returns:
+        ``{name: (median seconds per call, median ratio to the base)}``, the base's ratio being 1.
+
+    Example:
+        >>> t = time_interleaved({"a": (lambda: None, contextlib.nullcontext)}, torch.device("cpu"), reps=2)
+        >>> t["a"][1]
+        1.0
+    """
+    if not variants:
+        raise ValueError("time_interleaved needs at least one variant.")
+    names = list(variants)
+    for name in names:
+        fn, context = variants[name]
+        with context():
+            for _ in range(warmup):
+                fn()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            fn, context = variants[name]
+            with context():
+                samples[name].append(time_fn(fn, device, reps, warmup=0, rounds=1))
+    base = samples[names[0]]
+    ratios = {name: [t / b for t, b in zip(s, base, strict=True)] for name, s in samples.items()}
+    return {name: (statistics.median(s), statistics.median(ratios[name])) for name, s in samples.items()}
 
 
 def device_quick_main(

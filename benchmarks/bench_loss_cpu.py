@@ -8,7 +8,10 @@ regulariser's worst case) at the issue's shape ``2 x 2 x 96 x 96 x 48`` and at t
 and through the reference (``MONAI_MEEP_NUMBA=0``); the same for a one-channel sigmoid output. Training step: MONAI
 ``UNet`` 16-32-64-128 (strides 2, no residual units, the table budgets' network), Adam, ``2 x 1 x 96 x 96 x 48``,
 Dice vs Dice + MEEP-KL. Every figure is a ratio to the Dice-alone time measured in the same run (the targets of
-issue 17: <= 1.3x for the loss, <= 1.03x for the step); absolute times are this machine's only. Run::
+issue 17: <= 1.3x for the loss, <= 1.03x for the step): the median over rounds of the ratio within a round, the
+variants timed in turn in each round (``time_interleaved``). Then the same figures again in a child process with
+``OMP_WAIT_POLICY=PASSIVE`` (:func:`passive_child`), which tells how much of the cost is PyTorch's spinning OpenMP
+workers. Absolute times are this machine's only. Run::
 
     python -m benchmarks.bench_loss_cpu [--quick]
 """
@@ -16,14 +19,19 @@ issue 17: <= 1.3x for the loss, <= 1.03x for the step); absolute times are this 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.losses import DiceLoss
 from monai.networks.nets import UNet
 
-from benchmarks._common import device_quick_main, reference_path, time_fn
+from benchmarks._common import device_quick_main, reference_path, time_interleaved
 from monai_meep.kernels import parts as kernel_parts
 from monai_meep.losses import functional as meep_functional
 
@@ -32,6 +40,9 @@ __all__ = ["run"]
 LAMBDA = 0.5  # the paper's LA Dice weight (the weight does not change the cost)
 LOSS_SHAPES = ((2, 2, 96, 96, 48), (2, 2, 48, 48, 32))
 STEP_SHAPE = (2, 1, 96, 96, 48)
+# set in the OMP_WAIT_POLICY=PASSIVE child, which must not start a child of its own
+CHILD_ENV = "MONAI_MEEP_BENCH_CHILD"
+PASSIVE_PREFIX = "[OMP_WAIT_POLICY=PASSIVE] "
 ANCHOR = "issue 17 (2026-12-01): Dice + MEEP-KL 4.8-6.8x Dice (21-23 ms vs 3.3-4.5 ms); UNet step +12 % to +29 %"
 
 
@@ -68,13 +79,13 @@ def _variants(activation: str) -> dict[str, tuple[Callable, Callable[[], Any]]]:
     return out
 
 
-def _row(figure: str, seconds: float, base: float, target: str = "") -> dict:
+def _row(figure: str, seconds: float, ratio: float, target: str = "") -> dict:
     return {
         "benchmark": "loss_cpu",
         "figure": figure,
         "value": seconds * 1e3,
         "unit": "ms",
-        "ratio": seconds / base,
+        "ratio": ratio,
         "anchor": ANCHOR if not target else "",
         "target": target,
     }
@@ -87,21 +98,19 @@ def bench_loss_alone(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
         c = shape[1] if activation == "softmax" else 1
         logits = (2 * torch.randn(shape[0], c, *shape[2:], generator=g)).requires_grad_(True)
         target = torch.randint(0, 2, (shape[0], 1, *shape[2:]), generator=g)
-        times = {}
+        variants = {}
         for name, (fn, context) in _variants(activation).items():
 
             def step(fn=fn, logits=logits, target=target):
                 logits.grad = None
                 fn(logits, target).backward()
 
-            with context():
-                times[name] = time_fn(step, logits.device, reps, warmup=3, rounds=rounds)
-        base = next(iter(times.values()))
+            variants[name] = (step, context)
+        times = time_interleaved(variants, logits.device, reps, warmup=3, rounds=rounds)
         shape_s = "x".join(map(str, (shape[0], c, *shape[2:])))
-        for name, t in times.items():
-            rows.append(
-                _row(f"loss fwd+bwd {shape_s}: {name}", t, base, "<= 1.3x" if name.endswith("(numba kernel)") else "")
-            )
+        for name, (t, ratio) in times.items():
+            target_s = "<= 1.3x" if name.endswith("(numba kernel)") else ""
+            rows.append(_row(f"loss fwd+bwd {shape_s}: {name}", t, ratio, target_s))
     return rows
 
 
@@ -119,7 +128,7 @@ def bench_train_step(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
         "dice + meep_kl (numba kernel, 1 thread)": (meep, lambda: kernel_threads(1)),
         "dice + meep_kl (reference)": (meep, reference_path),
     }
-    times = {}
+    timed = {}
     for name, (loss_fn, context) in variants.items():
 
         def step(loss_fn=loss_fn):
@@ -127,20 +136,41 @@ def bench_train_step(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
             loss_fn(net(x)).backward()
             opt.step()
 
-        with context():
-            times[name] = time_fn(step, x.device, reps, warmup=2, rounds=rounds)
-    base = times["dice"]
+        timed[name] = (step, context)
+    times = time_interleaved(timed, x.device, reps, warmup=2, rounds=rounds)
     shape_s = "x".join(map(str, shape))
     return [
         _row(
-            f"UNet 16-128 train step {shape_s}: {name}", t, base, "<= 1.03x" if name.endswith("(numba kernel)") else ""
+            f"UNet 16-128 train step {shape_s}: {name}",
+            t,
+            ratio,
+            "<= 1.03x" if name.endswith("(numba kernel)") else "",
         )
-        for name, t in times.items()
+        for name, (t, ratio) in times.items()
     ]
 
 
+def passive_child(quick: bool) -> list[dict]:
+    """The same figures in a child process with ``OMP_WAIT_POLICY=PASSIVE`` (read by libgomp at start-up only).
+
+    Why: after each parallel op PyTorch's OpenMP workers spin-wait for the next one, on 2 cores on the core the
+    kernel's second thread needs; with ``PASSIVE`` they sleep at once. The two runs side by side tell how much of the
+    regulariser's cost is that competition, and what ``PASSIVE`` costs PyTorch's own ops (the Dice-alone and UNet
+    step times). Rows carry the prefix ``[OMP_WAIT_POLICY=PASSIVE]`` and no target; a failed child gives one row
+    with its error.
+    """
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", CHILD_ENV: "1"}
+    cmd = [sys.executable, "-m", "benchmarks.bench_loss_cpu", "--json", *(["--quick"] if quick else [])]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return [{"benchmark": "loss_cpu", "case": "OMP_WAIT_POLICY=PASSIVE child", "error": done.stderr[-2000:]}]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return [{**r, "figure": PASSIVE_PREFIX + r["figure"], "target": "", "anchor": ""} for r in rows]
+
+
 def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
-    """The CPU figures (``device`` must be the CPU: on CUDA the Triton kernel is the fast path, see bench_loss)."""
+    """The CPU figures (``device`` must be the CPU: on CUDA the Triton kernel is the fast path, see bench_loss),
+    then the same in a child process with ``OMP_WAIT_POLICY=PASSIVE`` (:func:`passive_child`)."""
     if torch.device(device).type != "cpu":
         return []
     reps, step_reps, rounds = (5, 1, 3) if quick else (20, 3, 7)
@@ -148,14 +178,25 @@ def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
     for shape in LOSS_SHAPES:
         rows += bench_loss_alone(shape, reps, rounds)
     rows += bench_train_step(STEP_SHAPE, step_reps, rounds)
+    if os.environ.get(CHILD_ENV) != "1":
+        rows += passive_child(quick)
     return rows
 
 
 def _format_row(r: dict) -> str:
+    if "error" in r:
+        last = r["error"].strip().splitlines()[-1:] or [""]
+        return f"{r['case']:<86} FAILED: {last[0]}"
     return f"{r['figure']:<86} {r['value']:>9.3f} ms {r['ratio']:>7.3f}x  {r['target']}"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--json" in argv:  # the child of passive_child: the rows as one JSON line
+        rows = run("cpu", "--quick" in argv)
+        print(json.dumps(rows))
+        return rows
     return device_quick_main(__doc__, run, _format_row, argv)
 
 

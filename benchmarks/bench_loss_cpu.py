@@ -4,12 +4,14 @@
 
 Loss alone (forward + backward, random logits ``2 * randn``, so about half the voxels are misclassified: the
 regulariser's worst case) at the issue's shape ``2 x 2 x 96 x 96 x 48`` and at the ``compare`` budget's LA shape
-``2 x 2 x 48 x 48 x 32``: ``DiceLoss`` alone, then + MEEP-KL and + MEEP-entropy through the kernel (the CPU default)
-and through the reference (``MONAI_MEEP_NUMBA=0``); the same for a one-channel sigmoid output. Training step: MONAI
-``UNet`` 16-32-64-128 (strides 2, no residual units, the table budgets' network), Adam, ``2 x 1 x 96 x 96 x 48``,
-Dice vs Dice + MEEP-KL. Every figure is a ratio to the Dice-alone time measured in the same run (the targets of
-issue 17: <= 1.3x for the loss, <= 1.03x for the step): the median over rounds of the ratio within a round, the
-variants timed in turn in each round (``time_interleaved``). Then the same figures again in a child process with
+``2 x 2 x 48 x 48 x 32``: ``DiceLoss`` alone, then ``MEEPLoss(DiceLoss)`` with KL and entropy through the kernel
+(the CPU default: one autograd node), the functional sum ``dice + lambda * meep_kl`` through the same kernel (two
+gradients for autograd to add) and ``MEEPLoss`` through the reference (``MONAI_MEEP_NUMBA=0``); the same for a
+one-channel sigmoid output. Training step: MONAI ``UNet`` 16-32-64-128 (strides 2, no residual units, the table
+budgets' network), Adam, ``2 x 1 x 96 x 96 x 48``, Dice vs Dice + MEEP-KL. Every figure is a ratio to the
+Dice-alone time measured in the same run (the targets of issue 17: <= 1.3x for the loss, <= 1.03x for the step,
+on the ``MEEPLoss, numba kernel`` rows): the median over rounds of the ratio within a round, the variants timed in
+turn in each round (``time_interleaved``). Then the same figures again in a child process with
 ``OMP_WAIT_POLICY=PASSIVE`` (:func:`passive_child`), which tells how much of the cost is PyTorch's spinning OpenMP
 workers. Absolute times are this machine's only. Run::
 
@@ -33,6 +35,7 @@ from monai.networks.nets import UNet
 
 from benchmarks._common import device_quick_main, reference_path, time_interleaved
 from monai_meep.kernels import parts as kernel_parts
+from monai_meep.losses import MEEPLoss
 from monai_meep.losses import functional as meep_functional
 
 __all__ = ["run"]
@@ -59,23 +62,26 @@ def kernel_threads(n: int) -> Iterator[None]:
 
 
 def _variants(activation: str) -> dict[str, tuple[Callable, Callable[[], Any]]]:
-    """``{name: (loss(z, y), context)}``; the first entry is the Dice-alone base."""
+    """``{name: (loss(z, y), context)}``; the first entry is the Dice-alone base.
+
+    ``MEEPLoss`` is the product path (on the CPU kernel one autograd node: the regulariser's gradient is added into
+    Dice's); ``functional sum`` is ``dice(z, y) + lambda * meep_kl(z, y)``, the same kernel with autograd adding
+    the two gradients; ``reference`` is ``MEEPLoss`` on the PyTorch path.
+    """
     dice = DiceLoss(softmax=True, to_onehot_y=True) if activation == "softmax" else DiceLoss(sigmoid=True)
     out: dict[str, tuple[Callable, Callable[[], Any]]] = {f"dice ({activation})": (dice, contextlib.nullcontext)}
-    paths = {
-        "numba kernel": contextlib.nullcontext,
-        "numba kernel, 1 thread": lambda: kernel_threads(1),
-        "reference": reference_path,
-    }
     for kind, fn in (("kl", meep_functional.meep_kl), ("entropy", meep_functional.meep_entropy)):
-        for path, context in paths.items():
-            if path.endswith("1 thread") and kind != "kl":
-                continue
+        wrapped = MEEPLoss(dice, f"meep_{kind}", weight=LAMBDA)
 
-            def loss(z, y, fn=fn):
-                return dice(z, y) + LAMBDA * fn(z, y, activation=activation)
+        def functional_sum(z, y, fn=fn):
+            return dice(z, y) + LAMBDA * fn(z, y, activation=activation)
 
-            out[f"dice ({activation}) + meep_{kind} ({path})"] = (loss, context)
+        name = f"dice ({activation}) + meep_{kind}"
+        out[f"{name} (MEEPLoss, numba kernel)"] = (wrapped, contextlib.nullcontext)
+        if kind == "kl":
+            out[f"{name} (MEEPLoss, numba kernel, 1 thread)"] = (wrapped, lambda: kernel_threads(1))
+        out[f"{name} (functional sum, numba kernel)"] = (functional_sum, contextlib.nullcontext)
+        out[f"{name} (MEEPLoss, reference)"] = (wrapped, reference_path)
     return out
 
 
@@ -109,7 +115,7 @@ def bench_loss_alone(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
         times = time_interleaved(variants, logits.device, reps, warmup=3, rounds=rounds)
         shape_s = "x".join(map(str, (shape[0], c, *shape[2:])))
         for name, (t, ratio) in times.items():
-            target_s = "<= 1.3x" if name.endswith("(numba kernel)") else ""
+            target_s = "<= 1.3x" if name.endswith("(MEEPLoss, numba kernel)") else ""
             rows.append(_row(f"loss fwd+bwd {shape_s}: {name}", t, ratio, target_s))
     return rows
 
@@ -121,12 +127,13 @@ def bench_train_step(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
     x = torch.randn(*shape)
     y = torch.randint(0, 2, (shape[0], 1, *shape[2:]))
     dice = DiceLoss(softmax=True, to_onehot_y=True)
-    meep = lambda z: dice(z, y) + LAMBDA * meep_functional.meep_kl(z, y)  # noqa: E731
+    wrapped = MEEPLoss(dice, "meep_kl", weight=LAMBDA)
+    functional_sum = lambda z: dice(z, y) + LAMBDA * meep_functional.meep_kl(z, y)  # noqa: E731
     variants = {
         "dice": (lambda z: dice(z, y), contextlib.nullcontext),
-        "dice + meep_kl (numba kernel)": (meep, contextlib.nullcontext),
-        "dice + meep_kl (numba kernel, 1 thread)": (meep, lambda: kernel_threads(1)),
-        "dice + meep_kl (reference)": (meep, reference_path),
+        "dice + meep_kl (MEEPLoss, numba kernel)": (lambda z: wrapped(z, y), contextlib.nullcontext),
+        "dice + meep_kl (functional sum, numba kernel)": (functional_sum, contextlib.nullcontext),
+        "dice + meep_kl (MEEPLoss, reference)": (lambda z: wrapped(z, y), reference_path),
     }
     timed = {}
     for name, (loss_fn, context) in variants.items():
@@ -144,7 +151,7 @@ def bench_train_step(shape: tuple[int, ...], reps: int, rounds: int) -> list[dic
             f"UNet 16-128 train step {shape_s}: {name}",
             t,
             ratio,
-            "<= 1.03x" if name.endswith("(numba kernel)") else "",
+            "<= 1.03x" if name.endswith("(MEEPLoss, numba kernel)") else "",
         )
         for name, (t, ratio) in times.items()
     ]

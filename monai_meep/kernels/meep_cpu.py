@@ -38,7 +38,14 @@ from monai_meep.utils import import_numba_kernels, numba_labels
 
 from .parts import part_edges, run_parts
 
-__all__ = ["HAS_NUMBA", "checks_in_pass", "cpu_kernel_enabled", "cpu_sum_count", "cpu_supports"]
+__all__ = [
+    "HAS_NUMBA",
+    "checks_in_pass",
+    "cpu_kernel_enabled",
+    "cpu_loss_plus_regulariser",
+    "cpu_sum_count",
+    "cpu_supports",
+]
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 # the kernels' integer codes of the regulariser (the same as kernels.meep_fused)
@@ -213,3 +220,119 @@ def cpu_sum_count(
         return zero, torch.zeros((), dtype=torch.int64)
     inputs = _Inputs(logits, target, activation, ignore_index, kind)
     return _SumCount.apply(logits, inputs, on_invalid)
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+class _LossPlusRegulariser(torch.autograd.Function):
+    """``loss(logits) + weight * total / max(count, 1)`` as one autograd node (:func:`cpu_loss_plus_regulariser`)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits, loss, loss_target, inputs: _Inputs, weight: float, on_invalid):
+        stats, grad = inputs.run(True)
+        if on_invalid is not None and (stats[2] or stats[3]):
+            on_invalid()
+            raise ValueError(f"invalid MEEP input: {int(stats[2])} non-finite logit(s), {int(stats[3])} bad label(s).")
+        total = torch.tensor(float("nan") if stats[2] else stats[0], dtype=torch.float32)
+        count = torch.tensor(int(stats[1]), dtype=torch.int64)
+        # the wrapped loss on a detached alias (same storage and version counter) inside this node: its gradient is
+        # taken in backward, and the regulariser's is added into it there, instead of autograd summing two tensors
+        # the size of the logits (a second gradient path cost +39 % of DiceLoss alone, more than the kernel)
+        with torch.enable_grad():
+            alias = logits.detach().requires_grad_(True)
+            seg = loss(alias, loss_target)
+        if not isinstance(seg, torch.Tensor):
+            raise TypeError(f"the wrapped loss must return a tensor, got {type(seg).__name__}.")
+        # the same operations as the unfused path (loss_plus_regulariser), so the value is the same bytes
+        reg = total / count.clamp(min=1).to(total.dtype)
+        out = seg.detach() + weight * reg
+        ctx.alias, ctx.seg, ctx.grad = alias, seg, grad
+        ctx.scale = weight / max(int(stats[1]), 1)
+        ctx.shape, ctx.dtype = logits.shape, logits.dtype
+        seg_detached = seg.detach()
+        ctx.mark_non_differentiable(seg_detached, total, count)
+        return out, seg_detached, total, count
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor, *unused: torch.Tensor):
+        if ctx.seg is None:
+            raise RuntimeError(
+                "MEEPLoss's CPU kernel path runs its backward once (as autograd frees a graph after its first "
+                "backward); for retain_graph=True set MONAI_MEEP_NUMBA=0."
+            )
+        alias, seg, buf = ctx.alias, ctx.seg, ctx.grad
+        ctx.alias = ctx.seg = ctx.grad = None
+        grad_seg = None
+        if seg.requires_grad:
+            (grad_seg,) = torch.autograd.grad(seg, alias, grad_out, allow_unused=True)
+        # d out_i / d total = scale for every element of out (the regulariser is broadcast over a loss with
+        # reduction="none")
+        reg_scale = float(grad_out.sum()) * ctx.scale
+        buf = buf.view(ctx.shape)
+        if grad_seg is None:
+            return buf.mul_(reg_scale).to(ctx.dtype), None, None, None, None, None
+        # in place only into a dense float32 tensor of our own: not the incoming gradient or a view of it (a clone's
+        # or a sum's backward), which autograd may hand to other nodes too
+        if grad_seg.dtype == torch.float32 and grad_seg.is_contiguous() and not _shares_memory(grad_seg, grad_out):
+            return grad_seg.add_(buf, alpha=reg_scale), None, None, None, None, None
+        return (grad_seg + buf.mul_(reg_scale)).to(ctx.dtype), None, None, None, None, None
+
+
+def cpu_loss_plus_regulariser(
+    loss: Callable[[torch.Tensor, Any], torch.Tensor],
+    logits: torch.Tensor,
+    loss_target: Any,
+    target: torch.Tensor,
+    activation: str = "softmax",
+    ignore_index: int | None = None,
+    kind: str = "meep_kl",
+    weight: float = 1.0,
+    on_invalid: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``loss(logits, loss_target) + weight * total / max(count, 1)`` with one gradient into the logits.
+
+    The regulariser's gradient comes out of the kernel's forward pass (as :func:`cpu_sum_count`); the backward takes
+    the wrapped loss's gradient (``loss`` runs on a detached alias of ``logits`` inside the node) and adds the
+    regulariser's into it in place. The unfused sum ``loss(...) + weight * total / count`` gives autograd two
+    gradients the size of the logits to allocate, scale and add; this gives it one.
+
+    Only for a wrapped loss without trainable parameters and a target without gradient (the caller checks:
+    :func:`monai_meep.losses.functional.loss_plus_regulariser`); differentiable once.
+
+    Args:
+        loss: the wrapped segmentation loss, ``loss(logits, loss_target)``.
+        logits: CPU ``(B, C, *spatial)`` float32 / float16 / bfloat16 logits (:func:`cpu_supports`).
+        loss_target: the target as the wrapped loss takes it.
+        target: the same target with a channel dim, for the kernel.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        ignore_index: label value left out of the set.
+        kind: ``"meep_kl"`` or ``"meep_entropy"`` (or ``"confidence_penalty"``).
+        weight: the regulariser's signed weight (MEEPLoss: ``+lambda`` for KL, ``-lambda`` for the entropy).
+        on_invalid: as :func:`cpu_sum_count`.
+
+    Returns:
+        ``(out, seg, total, count)``: ``out`` with the gradient; the wrapped loss's value, the regulariser's sum
+        over its set (float32) and the set's size (int64), detached.
+
+    Raises:
+        ValueError: from ``on_invalid``, or for inputs :func:`cpu_supports` rejects.
+        TypeError: the wrapped loss returns something other than a tensor.
+
+    Example:
+        >>> from monai.losses import DiceLoss
+        >>> z = torch.randn(1, 2, 8, 8, 8, requires_grad=True)
+        >>> y = torch.randint(0, 2, (1, 1, 8, 8, 8))
+        >>> out, seg, total, count = cpu_loss_plus_regulariser(DiceLoss(softmax=True, to_onehot_y=True), z, y, y)
+        >>> out.backward()
+    """
+    if not cpu_supports(logits, target, kind) or logits.numel() == 0:
+        raise ValueError(
+            "cpu_loss_plus_regulariser needs non-empty CPU float32 / float16 / bfloat16 logits, a CPU target, a "
+            f"known kind and Numba; got {logits.dtype} logits of shape {tuple(logits.shape)} on {logits.device}, "
+            f"kind={kind!r}."
+        )
+    inputs = _Inputs(logits, target, activation, ignore_index, kind)
+    return _LossPlusRegulariser.apply(logits, loss, loss_target, inputs, float(weight), on_invalid)

@@ -37,6 +37,7 @@ __all__ = [
     "KINDS",
     "check_activation",
     "check_shapes",
+    "loss_plus_regulariser",
     "mean_entropy",
     "meep_entropy",
     "meep_kl",
@@ -254,6 +255,39 @@ def _reference_sum_count(
     return total, selected.sum()
 
 
+class _CPURoute:
+    """The CPU kernel takes the inputs; ``on_invalid`` raises the reference's message when the kernel's pass finds a
+    bad value (None: no check in the pass)."""
+
+    def __init__(self, on_invalid: Callable[[], None] | None) -> None:
+        self.on_invalid = on_invalid
+
+
+def _cpu_kernel_route(
+    logits: torch.Tensor,
+    target: torch.Tensor | None,
+    activation: str,
+    ignore_index: int | None,
+    kind: str,
+    validate: bool,
+) -> _CPURoute | None:
+    """Whether the CPU kernel computes the regulariser of these (shape-checked) inputs; if so, the value checks the
+    kernel's pass does not do itself have run (so a bad target raises before any work)."""
+    if logits.is_cuda or target is None:
+        return None
+    from monai_meep.kernels.meep_cpu import checks_in_pass, cpu_supports  # lazy: kernels sit below losses
+
+    if not cpu_supports(logits, target, kind):
+        return None
+    # the kernel checks the logits, softmax index maps and one-channel sigmoid labels in its own pass (and on a
+    # failure the check here runs to raise its message); other targets are checked here first
+    in_pass = checks_in_pass(logits, target, activation)
+    if validate and not in_pass:
+        _validate_values(logits, target, activation, ignore_index)
+    check = functools.partial(_validate_values, logits, target, activation, ignore_index)
+    return _CPURoute(check if validate and in_pass else None)
+
+
 def regulariser_sum_count(
     logits: torch.Tensor,
     target: torch.Tensor | None,
@@ -292,25 +326,87 @@ def regulariser_sum_count(
     if target is None and kind != "confidence_penalty":
         raise ValueError(f"kind={kind!r} needs a target to find the misclassified voxels.")
     target = check_shapes(logits, target, activation)
-    if not logits.is_cuda and target is not None:
-        from monai_meep.kernels.meep_cpu import checks_in_pass, cpu_sum_count, cpu_supports  # lazy: kernels below
+    route = _cpu_kernel_route(logits, target, activation, ignore_index, kind, validate)
+    if route is not None:
+        from monai_meep.kernels.meep_cpu import cpu_sum_count  # lazy: kernels sit below losses
 
-        if cpu_supports(logits, target, kind):
-            # the kernel checks the logits, softmax index maps and one-channel sigmoid labels in its own pass (and on
-            # a failure the check here runs to raise its message); other targets are checked here first
-            in_pass = checks_in_pass(logits, target, activation)
-            if validate and not in_pass:
-                _validate_values(logits, target, activation, ignore_index)
-            check = functools.partial(_validate_values, logits, target, activation, ignore_index)
-            return cpu_sum_count(
-                logits, target, activation, ignore_index, kind, on_invalid=check if validate and in_pass else None
-            )
+        return cpu_sum_count(logits, target, activation, ignore_index, kind, on_invalid=route.on_invalid)
     if validate:
         _validate_values(logits, target, activation, ignore_index)
     if _FUSED_SUM_COUNT is not None and logits.is_cuda:
         # the fused kernel reads the logits in their own dtype (float32 maths inside): no upcast copy
         return _FUSED_SUM_COUNT(logits, target, activation, ignore_index, kind)
     return _reference_sum_count(upcast(logits), target, activation, ignore_index, kind)
+
+
+def _has_trainable_parameters(loss: Callable) -> bool:
+    return isinstance(loss, torch.nn.Module) and any(p.requires_grad for p in loss.parameters())
+
+
+def loss_plus_regulariser(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    activation: str = "softmax",
+    ignore_index: int | None = None,
+    kind: str = "meep_kl",
+    weight: float = 1.0,
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``loss(logits, target) + weight * total / max(count, 1)``, and its parts: what
+    :class:`~monai_meep.losses.MEEPLoss` computes (with ``weight = -lambda`` for the entropy, which is maximised).
+
+    The regulariser is computed first (its checks give clearer messages than a failure inside the wrapped loss).
+    Where the CPU kernel takes the inputs and autograd records (logits that require a gradient, a wrapped loss
+    without trainable parameters, a target without gradient), the sum is one autograd node whose backward adds the
+    regulariser's gradient into the wrapped loss's in place
+    (:func:`monai_meep.kernels.meep_cpu.cpu_loss_plus_regulariser`): the same value, and the same gradient to
+    float32 rounding, as the sum of the two, without the second gradient tensor autograd would otherwise allocate and
+    add. Differentiable once on that path, as the kernel is.
+
+    Args:
+        loss: the segmentation loss, ``loss(logits, target)``; it receives ``target`` unchanged.
+        logits: ``(B, C, *spatial)`` logits.
+        target: as ``loss`` takes it (``(B, 1, *)``, ``(B, C, *)`` or ``(B, *)``).
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        ignore_index: label value never counted in the set.
+        kind: ``"meep_kl"``, ``"meep_entropy"`` or ``"confidence_penalty"`` (see :func:`regulariser_sum_count`).
+        weight: the regulariser's signed weight.
+        validate: as :func:`regulariser_sum_count`.
+
+    Returns:
+        ``(out, seg, total, count)``: the loss with its gradient, the wrapped loss's value (with its gradient on
+        the unfused path, detached on the fused one), the regulariser's sum over its set and the set's size.
+
+    Raises:
+        ValueError: as :func:`regulariser_sum_count`.
+
+    Example:
+        >>> from monai.losses import DiceLoss
+        >>> z, y = torch.randn(2, 2, 8, 8, 8, requires_grad=True), torch.randint(0, 2, (2, 1, 8, 8, 8))
+        >>> out, seg, total, count = loss_plus_regulariser(DiceLoss(softmax=True, to_onehot_y=True), z, y, weight=0.5)
+        >>> out.backward()
+    """
+    kind = look_up(kind, Regularizer, "kind", KINDS)
+    activation = check_activation(activation)
+    shaped = check_shapes(logits, target, activation)
+    fused = (
+        torch.is_grad_enabled()
+        and logits.requires_grad
+        and logits.numel() > 0
+        and not shaped.requires_grad
+        and not _has_trainable_parameters(loss)
+    )
+    route = _cpu_kernel_route(logits, shaped, activation, ignore_index, kind, validate) if fused else None
+    if route is not None:
+        from monai_meep.kernels.meep_cpu import cpu_loss_plus_regulariser  # lazy: kernels sit below losses
+
+        return cpu_loss_plus_regulariser(
+            loss, logits, target, shaped, activation, ignore_index, kind, weight, route.on_invalid
+        )
+    total, count = regulariser_sum_count(logits, shaped, activation, ignore_index, kind, validate)
+    seg = loss(logits, target)
+    return seg + weight * _mean(total, count), seg, total, count
 
 
 def _mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

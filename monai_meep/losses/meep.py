@@ -17,7 +17,12 @@ from torch.nn.modules.loss import _Loss
 
 from monai_meep.enums import Regularizer, look_up
 from monai_meep.losses.activation import infer_activation
-from monai_meep.losses.functional import check_shapes, regulariser_sum_count, scored_count
+from monai_meep.losses.functional import (
+    check_shapes,
+    loss_plus_regulariser,
+    regulariser_sum_count,
+    scored_count,
+)
 
 __all__ = ["ConfidencePenaltyLoss", "MEEPLoss"]
 
@@ -158,13 +163,13 @@ class MEEPLoss(_Loss):
         """
         _check_batch(input)
         _check_torch_ce_target(self.loss, input, target)
-        # regulariser first: its shape / value checks give clearer messages than a failure inside the wrapped loss
-        total, count = regulariser_sum_count(
-            input, target, self.activation, self.ignore_index, self.regularizer, self.validate
+        # KL_W is minimised, H_W maximised; on the CPU kernel path the sum is one autograd node (one gradient into
+        # the logits instead of two for autograd to add: loss_plus_regulariser)
+        signed = self.weight if self.regularizer == "meep_kl" else -self.weight
+        out, seg, total, count = loss_plus_regulariser(
+            self.loss, input, target, self.activation, self.ignore_index, self.regularizer, signed, self.validate
         )
-        reg = total / count.clamp(min=1).to(total.dtype)
-        seg = self.loss(input, target)
-        out = seg + self.weight * reg if self.regularizer == "meep_kl" else seg - self.weight * reg
+        reg = total.detach() / count.clamp(min=1).to(total.dtype)
         self.last_seg_loss = seg.detach()
         self.last_regularizer = reg.detach()
         scored = scored_count(input, target, self.activation, self.ignore_index)

@@ -154,22 +154,28 @@ class _Inputs:
         return stats[:parts].sum(0), torch.from_numpy(grad) if with_grad else None
 
 
+def _total_count(stats: np.ndarray, on_invalid: Callable[[], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pass's ``[total, count, non-finite logits, bad labels]`` as ``(total, count)`` tensors, after the check:
+    with ``on_invalid`` a bad value raises (the reference's checks give their own message); without it a non-finite
+    logit poisons the value, as it does on the reference path."""
+    if on_invalid is not None and (stats[2] or stats[3]):
+        on_invalid()
+        raise ValueError(f"invalid MEEP input: {int(stats[2])} non-finite logit(s), {int(stats[3])} bad label(s).")
+    total = torch.tensor(float("nan") if stats[2] else stats[0], dtype=torch.float32)
+    return total, torch.tensor(int(stats[1]), dtype=torch.int64)
+
+
 class _SumCount(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, inputs: _Inputs, on_invalid: Callable[[], None] | None):
         # the gradient is computed in the same pass when autograd will ask for it (saved, then scaled in backward)
         with_grad = ctx.needs_input_grad[0]
         stats, grad = inputs.run(with_grad)
-        if on_invalid is not None and (stats[2] or stats[3]):
-            on_invalid()  # the reference's checks raise their own message
-            raise ValueError(f"invalid MEEP input: {int(stats[2])} non-finite logit(s), {int(stats[3])} bad label(s).")
-        # without validation a non-finite logit poisons the value, as it does on the reference path
-        total = float("nan") if stats[2] else stats[0]
+        total, count = _total_count(stats, on_invalid)
         ctx.grad = grad
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
-        count = torch.tensor(int(stats[1]), dtype=torch.int64)
         ctx.mark_non_differentiable(count)
-        return torch.tensor(total, dtype=torch.float32), count
+        return total, count
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -232,11 +238,7 @@ class _LossPlusRegulariser(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits, loss, loss_target, inputs: _Inputs, weight: float, on_invalid):
         stats, grad = inputs.run(True)
-        if on_invalid is not None and (stats[2] or stats[3]):
-            on_invalid()
-            raise ValueError(f"invalid MEEP input: {int(stats[2])} non-finite logit(s), {int(stats[3])} bad label(s).")
-        total = torch.tensor(float("nan") if stats[2] else stats[0], dtype=torch.float32)
-        count = torch.tensor(int(stats[1]), dtype=torch.int64)
+        total, count = _total_count(stats, on_invalid)
         # the wrapped loss on a detached alias (same storage and version counter) inside this node: its gradient is
         # taken in backward, and the regulariser's is added into it there, instead of autograd allocating and
         # summing two gradients the size of the logits
@@ -249,7 +251,7 @@ class _LossPlusRegulariser(torch.autograd.Function):
         reg = total / count.clamp(min=1).to(total.dtype)
         out = seg.detach() + weight * reg
         ctx.alias, ctx.seg, ctx.grad = alias, seg, grad
-        ctx.scale = weight / max(int(stats[1]), 1)
+        ctx.scale = weight / max(int(count), 1)
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
         seg_detached = seg.detach()
         ctx.mark_non_differentiable(seg_detached, total, count)
